@@ -11,12 +11,18 @@ use std::fmt::Write as _;
 pub enum Error {
     /// A flag, a value or a combination of flags is wrong (exit 2).
     #[error("{message}")]
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
 
     /// No credentials could be found, the signature was refused, or the caller may not read the
     /// stream (exit 3).
     #[error("{message}")]
-    Auth { message: String, hint: Option<String> },
+    Auth {
+        message: String,
+        hint: Option<String>,
+    },
 
     /// The stream does not exist or is not active (exit 4).
     #[error("stream {stream} not found in {region}")]
@@ -71,8 +77,16 @@ impl Error {
             Error::Auth { .. } => 3,
             Error::StreamNotFound { .. } => 4,
             Error::RetriesExhausted { .. } => 5,
-            Error::InvalidArgument { .. } | Error::Io { .. } | Error::Media(_) | Error::Other(_) => 1,
+            Error::InvalidArgument { .. }
+            | Error::Io { .. }
+            | Error::Media(_)
+            | Error::Other(_) => 1,
         }
+    }
+
+    /// The reader of `-o -` went away: not worth a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 
     /// What the user can do about it, when there is something to say.

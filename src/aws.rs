@@ -1,0 +1,373 @@
+//! Kinesis Video Streams through the AWS SDK: credentials, the GET_MEDIA data endpoint and
+//! GetMedia. This is the only module that knows the SDK; the download loop sees a
+//! [`MediaSource`] and [`Failure`]s it can branch on.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_kinesisvideo::config::http::HttpResponse;
+use aws_sdk_kinesisvideo::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesisvideo::types::ApiName;
+use aws_sdk_kinesisvideomedia::config::StalledStreamProtectionConfig;
+use aws_sdk_kinesisvideomedia::primitives::{ByteStream, DateTime};
+use aws_sdk_kinesisvideomedia::types::{StartSelector, StartSelectorType};
+use bytes::Bytes;
+
+use crate::config::{Clock, Config, StreamId};
+use crate::error::Error;
+
+/// Where a GetMedia call starts, in the service's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Now,
+    Earliest,
+    Time(Clock, jiff::Timestamp),
+    /// FRAGMENT_NUMBER: starts at this fragment.
+    Fragment(String),
+    /// CONTINUATION_TOKEN: continues after the fragment the token came with.
+    Token(String),
+}
+
+impl Selector {
+    /// A short description for logs and progress events.
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::Now => "NOW".into(),
+            Selector::Earliest => "EARLIEST".into(),
+            Selector::Time(Clock::Server, t) => format!("SERVER_TIMESTAMP {t}"),
+            Selector::Time(Clock::Producer, t) => format!("PRODUCER_TIMESTAMP {t}"),
+            Selector::Fragment(n) => format!("FRAGMENT_NUMBER {n}"),
+            Selector::Token(t) => format!("CONTINUATION_TOKEN {t}"),
+        }
+    }
+}
+
+/// A failed call or body read, as the download loop needs to see it.
+#[derive(Debug)]
+pub enum Failure {
+    /// Worth another try after a pause: network trouble, 5xx, throttling, a stale endpoint.
+    Retry {
+        reason: String,
+        /// The data endpoint is no longer valid: resolve it again before the next call.
+        refresh_endpoint: bool,
+    },
+    /// Ends the run.
+    Fatal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+/// The GetMedia side of the service. The real one is [`Kvs`]; tests use memory.
+#[allow(async_fn_in_trait)] // Driven on one task; no Send bound is needed.
+pub trait MediaSource {
+    type Body: MediaBody;
+    /// Starts a GetMedia call; returns once the response headers have arrived.
+    async fn get_media(&mut self, selector: &Selector) -> Result<Self::Body, Failure>;
+    /// Resolves the data endpoint again.
+    async fn refresh_endpoint(&mut self) -> Result<(), Failure>;
+    /// The data endpoint in use, for the start event.
+    fn data_endpoint(&self) -> &str;
+    /// The region the stream is in, for messages.
+    fn region(&self) -> &str;
+}
+
+/// A GetMedia response body, read piece by piece as it arrives.
+#[allow(async_fn_in_trait)]
+pub trait MediaBody {
+    /// The next bytes; `Ok(None)` when the service ended the body cleanly.
+    async fn next(&mut self) -> Result<Option<Bytes>, Failure>;
+}
+
+impl MediaBody for ByteStream {
+    async fn next(&mut self) -> Result<Option<Bytes>, Failure> {
+        match ByteStream::next(self).await {
+            None => Ok(None),
+            Some(Ok(bytes)) => Ok(Some(bytes)),
+            Some(Err(e)) => Err(Failure::Retry {
+                reason: format!("connection dropped: {}", chain(&e)),
+                refresh_endpoint: false,
+            }),
+        }
+    }
+}
+
+/// The real service, through the AWS SDK.
+pub struct Kvs {
+    control: aws_sdk_kinesisvideo::Client,
+    media: aws_sdk_kinesisvideomedia::Client,
+    sdk: SdkConfig,
+    stream: StreamId,
+    region: String,
+    data_endpoint: String,
+}
+
+impl Kvs {
+    /// Resolves region and credentials (profile, assumed role), then the GET_MEDIA data
+    /// endpoint. Credentials are fetched here, so a missing or refused identity is reported
+    /// before anything is written.
+    pub async fn connect(cfg: &Config) -> Result<Kvs, Error> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &cfg.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &cfg.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let mut sdk = loader.load().await;
+        let region = sdk.region().map(ToString::to_string).ok_or_else(|| {
+            Error::usage(
+                "no AWS region is set",
+                Some(
+                    "give --region, a --stream-arn, AWS_REGION, or a profile with a region".into(),
+                ),
+            )
+        })?;
+
+        if let Some(role) = &cfg.assume_role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+                .session_name(&role.session_name)
+                .configure(&sdk)
+                .build()
+                .await;
+            sdk = sdk
+                .into_builder()
+                .credentials_provider(SharedCredentialsProvider::new(provider))
+                .build();
+        }
+        let provider = sdk
+            .credentials_provider()
+            .ok_or_else(no_credentials_error)?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|e| Error::Auth {
+                message: match &cfg.assume_role {
+                    Some(role) => format!("could not assume role {}: {}", role.role_arn, chain(&e)),
+                    None => format!("no usable AWS credentials: {}", chain(&e)),
+                },
+                hint: Some(CREDENTIALS_HINT.into()),
+            })?;
+
+        let control = aws_sdk_kinesisvideo::Client::new(&sdk);
+        let media = media_client(&sdk, "http://unresolved.invalid");
+        let mut kvs = Kvs {
+            control,
+            media,
+            sdk,
+            stream: cfg.stream.clone(),
+            region,
+            data_endpoint: String::new(),
+        };
+        kvs.resolve_endpoint().await.map_err(|f| match f {
+            Failure::Fatal(e) => e,
+            Failure::Retry { reason, .. } => Error::Other(anyhow::anyhow!(
+                "could not get the data endpoint of stream {} in {}: {reason}",
+                kvs.stream.display(),
+                kvs.region
+            )),
+        })?;
+        Ok(kvs)
+    }
+
+    async fn resolve_endpoint(&mut self) -> Result<(), Failure> {
+        let request = self.control.get_data_endpoint().api_name(ApiName::GetMedia);
+        let request = match &self.stream {
+            StreamId::Name(name) => request.stream_name(name),
+            StreamId::Arn(arn) => request.stream_arn(arn),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| self.failure("GetDataEndpoint", e))?;
+        let endpoint = output.data_endpoint().ok_or_else(|| Failure::Retry {
+            reason: "GetDataEndpoint returned no endpoint".into(),
+            refresh_endpoint: true,
+        })?;
+        tracing::debug!(endpoint, "data endpoint resolved");
+        self.data_endpoint = endpoint.to_owned();
+        self.media = media_client(&self.sdk, endpoint);
+        Ok(())
+    }
+
+    /// Sorts an SDK error into what the loop does next.
+    fn failure<E>(&self, operation: &str, err: SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let stream = self.stream.display();
+        let region = &self.region;
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().unwrap_or_default().to_owned();
+        let message = err.message().unwrap_or_default().to_owned();
+        let fatal = |e| Failure::Fatal(e);
+        match (code.as_str(), &err) {
+            ("ResourceNotFoundException", _) => fatal(Error::StreamNotFound {
+                stream: stream.into(),
+                region: region.clone(),
+            }),
+            ("InvalidArgumentException", _) => fatal(Error::InvalidArgument {
+                stream: stream.into(),
+                message,
+            }),
+            ("NotAuthorizedException" | "AccessDeniedException" | "AccessDenied", _) => {
+                fatal(Error::Auth {
+                    message: format!(
+                        "not authorized to call {operation} on stream {stream} in {region}: {message}"
+                    ),
+                    hint: Some(
+                        "use credentials allowed kinesisvideo:GetDataEndpoint and kinesisvideo:GetMedia on this stream"
+                            .into(),
+                    ),
+                })
+            }
+            (
+                "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "InvalidClientTokenId"
+                | "ExpiredTokenException"
+                | "ExpiredToken"
+                | "MissingAuthenticationTokenException"
+                | "IncompleteSignatureException",
+                _,
+            ) => fatal(Error::Auth {
+                message: format!("AWS refused the credentials ({code}): {message}"),
+                hint: Some(CREDENTIALS_HINT.into()),
+            }),
+            ("InvalidEndpointException", _) => Failure::Retry {
+                reason: format!("{operation}: the data endpoint is no longer valid"),
+                refresh_endpoint: true,
+            },
+            ("ClientLimitExceededException" | "ConnectionLimitExceededException", _) => {
+                Failure::Retry {
+                    reason: format!("{operation} throttled ({code})"),
+                    refresh_endpoint: false,
+                }
+            }
+            (_, SdkError::ServiceError(_)) if status.is_some_and(|s| s >= 500) || code.contains("Throttl") => {
+                Failure::Retry {
+                    reason: format!(
+                        "{operation} failed with HTTP {}{}",
+                        status.unwrap_or_default(),
+                        if code.is_empty() { String::new() } else { format!(" ({code})") }
+                    ),
+                    refresh_endpoint: false,
+                }
+            }
+            (_, SdkError::ServiceError(_)) => fatal(Error::Other(anyhow::anyhow!(
+                "{operation} on stream {stream} in {region} failed: HTTP {} {code} {message}",
+                status.unwrap_or_default()
+            ))),
+            (_, SdkError::ConstructionFailure(_)) => fatal(Error::Other(anyhow::anyhow!(
+                "could not build the {operation} request: {}",
+                chain(&err)
+            ))),
+            _ => Failure::Retry {
+                reason: format!("{operation}: {}", chain(&err)),
+                refresh_endpoint: false,
+            },
+        }
+    }
+}
+
+impl MediaSource for Kvs {
+    type Body = ByteStream;
+
+    async fn get_media(&mut self, selector: &Selector) -> Result<ByteStream, Failure> {
+        let request = self
+            .media
+            .get_media()
+            .start_selector(start_selector(selector));
+        let request = match &self.stream {
+            StreamId::Name(name) => request.stream_name(name),
+            StreamId::Arn(arn) => request.stream_arn(arn),
+        };
+        tracing::debug!(selector = %selector.describe(), "GetMedia");
+        let output = request
+            .send()
+            .await
+            .map_err(|e| self.failure("GetMedia", e))?;
+        Ok(output.payload)
+    }
+
+    async fn refresh_endpoint(&mut self) -> Result<(), Failure> {
+        self.resolve_endpoint().await
+    }
+
+    fn data_endpoint(&self) -> &str {
+        &self.data_endpoint
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+const CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with --profile or AWS_PROFILE, or log in with `aws sso login`";
+
+fn no_credentials_error() -> Error {
+    Error::Auth {
+        message: "no AWS credentials found".into(),
+        hint: Some(CREDENTIALS_HINT.into()),
+    }
+}
+
+/// The GetMedia client, pointed at the data endpoint. Stalled-stream protection is off: a live
+/// stream at its head is silent between fragments, and the SDK would kill it after 5 s. The
+/// download loop has its own watchdog.
+fn media_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_kinesisvideomedia::Client {
+    let config = aws_sdk_kinesisvideomedia::config::Builder::from(sdk)
+        .endpoint_url(endpoint)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .build();
+    aws_sdk_kinesisvideomedia::Client::from_conf(config)
+}
+
+fn start_selector(selector: &Selector) -> StartSelector {
+    let builder = StartSelector::builder();
+    let builder = match selector {
+        Selector::Now => builder.start_selector_type(StartSelectorType::Now),
+        Selector::Earliest => builder.start_selector_type(StartSelectorType::Earliest),
+        Selector::Time(clock, t) => builder
+            .start_selector_type(match clock {
+                Clock::Server => StartSelectorType::ServerTimestamp,
+                Clock::Producer => StartSelectorType::ProducerTimestamp,
+            })
+            .start_timestamp(DateTime::from_millis(t.as_millisecond())),
+        Selector::Fragment(n) => builder
+            .start_selector_type(StartSelectorType::FragmentNumber)
+            .after_fragment_number(n),
+        Selector::Token(t) => builder
+            .start_selector_type(StartSelectorType::ContinuationToken)
+            .continuation_token(t),
+    };
+    builder.build().expect("start_selector_type is always set")
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,515 @@
+//! The command line as the user types it.
+//!
+//! Only the shape lives here: flag names, help text and what clap can check on its own (one stream
+//! flag, numbers, enum values, conflicts). Times, durations and sizes stay strings because their
+//! meaning depends on context (the invocation time, the other flags); [`crate::config::Config::resolve`]
+//! turns a [`Cli`] into typed values. The core never sees this struct.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  Follow a live stream into a file until Ctrl-C:
+    kvs-dl --stream-arn ARN --start now -o out.mkv
+
+  Hourly from cron, every fragment exactly once across runs:
+    kvs-dl --stream-name cam1 --start earliest --end now \\
+      --state-file cam1.json -o 'cam1-%Y%m%dT%H%M%SZ.mkv'
+
+  Watch live in a player:
+    kvs-dl --stream-name cam1 -o - | ffplay -";
+
+/// Download Amazon Kinesis Video Streams to playable local files, live or archived, resumable from cron.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kvs-dl",
+    version,
+    about,
+    long_about = None,
+    after_help = EXAMPLES,
+    max_term_width = 100,
+    group(
+        ArgGroup::new("stream")
+            .required(true)
+            .multiple(false)
+            .args(["stream_name", "stream_arn"]),
+    ),
+)]
+pub struct Cli {
+    /// Name of the stream to download
+    #[arg(long, value_name = "NAME", help_heading = "Stream")]
+    pub stream_name: Option<String>,
+
+    /// ARN of the stream to download (its region is used unless --region is given)
+    #[arg(long, value_name = "ARN", help_heading = "Stream")]
+    pub stream_arn: Option<String>,
+
+    /// AWS region [default: from the ARN, else AWS_REGION or the profile]
+    #[arg(long, value_name = "REGION", help_heading = "Stream")]
+    pub region: Option<String>,
+
+    /// Named profile from the shared AWS config files
+    #[arg(long, value_name = "PROFILE", help_heading = "Stream")]
+    pub profile: Option<String>,
+
+    /// Assume this IAM role on top of the resolved credentials
+    #[arg(long, value_name = "ARN", help_heading = "Stream")]
+    pub role_arn: Option<String>,
+
+    /// Session name for --role-arn
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "kvs-dl",
+        requires = "role_arn",
+        help_heading = "Stream"
+    )]
+    pub role_session_name: String,
+
+    /// Control-plane endpoint, for VPC endpoints and emulators [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL", help_heading = "Stream")]
+    pub endpoint_url: Option<String>,
+
+    /// Where to start: now, earliest, a time, -15m, fragment:NUMBER or token:TOKEN
+    ///
+    /// A time is RFC 3339 with an offset (2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00) or
+    /// relative to now (-15m, -2h30m, -1d). fragment:NUMBER starts at that fragment;
+    /// token:TOKEN continues after a continuation token from an earlier run.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "now",
+        allow_hyphen_values = true,
+        help_heading = "Start and stop"
+    )]
+    pub start: String,
+
+    /// Which clock --start and --end times refer to
+    #[arg(
+        long,
+        value_name = "CLOCK",
+        value_enum,
+        default_value_t = ClockArg::Server,
+        help_heading = "Start and stop"
+    )]
+    pub timestamp_type: ClockArg,
+
+    /// Stop before the first fragment at or after WHEN: now, a time, -15m or fragment:NUMBER
+    ///
+    /// `now` is the time of invocation. Every fragment whose timestamp is before WHEN is kept;
+    /// with fragment:NUMBER that fragment is the first one not written.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        allow_hyphen_values = true,
+        help_heading = "Start and stop"
+    )]
+    pub end: Option<String>,
+
+    /// Stop once the kept media spans DURATION (90s, 10m, 1h30m, 1d)
+    #[arg(long, value_name = "DURATION", help_heading = "Start and stop")]
+    pub duration: Option<String>,
+
+    /// Stop after N fragments
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Start and stop"
+    )]
+    pub max_fragments: Option<u64>,
+
+    /// Stop after SIZE bytes of media (500MB, 2GiB, 1048576)
+    #[arg(long, value_name = "SIZE", help_heading = "Start and stop")]
+    pub max_bytes: Option<String>,
+
+    /// Stop when no new fragment arrives for DURATION
+    #[arg(long, value_name = "DURATION", help_heading = "Start and stop")]
+    pub idle_timeout: Option<String>,
+
+    /// Write to PATH (`-` for standard output)
+    ///
+    /// The file is written as PATH.part and renamed when complete. With --segment, PATH is a
+    /// template: %Y %m %d %H %M %S from the first fragment's UTC timestamp, {stream} and
+    /// {fragment}.
+    #[arg(short = 'o', long, value_name = "PATH", help_heading = "Output")]
+    pub output: PathBuf,
+
+    /// Output format: a clean Matroska file, or the GetMedia bytes as received
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = FormatArg::Mkv,
+        help_heading = "Output"
+    )]
+    pub format: FormatArg,
+
+    /// Overwrite existing output files
+    #[arg(long, help_heading = "Output")]
+    pub force: bool,
+
+    /// Start a new file every DURATION of media (cut at a fragment boundary)
+    #[arg(long, value_name = "DURATION", help_heading = "Output")]
+    pub segment: Option<String>,
+
+    /// Resume after the last fragment saved in PATH, and keep it up to date
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub state_file: Option<PathBuf>,
+
+    /// Give up after N consecutive failed attempts (0: on the first failure)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Behavior"
+    )]
+    pub max_retries: u32,
+
+    /// How to report progress on stderr
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        default_value_t = ProgressArg::Auto,
+        help_heading = "Behavior"
+    )]
+    pub progress: ProgressArg,
+
+    /// Print only errors
+    #[arg(short, long, conflicts_with = "verbose", help_heading = "Behavior")]
+    pub quiet: bool,
+
+    /// Print debug detail (-vv for more)
+    #[arg(short, long, action = ArgAction::Count, help_heading = "Behavior")]
+    pub verbose: u8,
+}
+
+/// `--timestamp-type`: which clock `--start` and `--end` refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClockArg {
+    /// When the service received the fragment
+    Server,
+    /// The timestamp the producer (camera) put on the fragment
+    Producer,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// One clean Matroska file: continuous timestamps, cues, duration, tags
+    Mkv,
+    /// The GetMedia bytes as received, whole fragments only
+    Raw,
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// A live line on a terminal, plain log lines otherwise
+    Auto,
+    /// A live line
+    Bar,
+    /// A plain line every 10 s and at the end
+    Log,
+    /// One JSON object per event
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kvs-dl").chain(args.iter().copied()))
+    }
+
+    fn ok(args: &[&str]) -> Cli {
+        parse(args).unwrap_or_else(|e| panic!("{args:?} should parse: {e}"))
+    }
+
+    fn err(args: &[&str]) -> ErrorKind {
+        match parse(args) {
+            Ok(cli) => panic!("{args:?} should not parse: {cli:?}"),
+            Err(e) => e.kind(),
+        }
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = ok(&["--stream-name", "cam1", "-o", "out.mkv"]);
+        assert_eq!(cli.stream_name.as_deref(), Some("cam1"));
+        assert_eq!(cli.stream_arn, None);
+        assert_eq!(cli.region, None);
+        assert_eq!(cli.profile, None);
+        assert_eq!(cli.role_arn, None);
+        assert_eq!(cli.role_session_name, "kvs-dl");
+        assert_eq!(cli.endpoint_url, None);
+        assert_eq!(cli.start, "now");
+        assert_eq!(cli.timestamp_type, ClockArg::Server);
+        assert_eq!(cli.end, None);
+        assert_eq!(cli.duration, None);
+        assert_eq!(cli.max_fragments, None);
+        assert_eq!(cli.max_bytes, None);
+        assert_eq!(cli.idle_timeout, None);
+        assert_eq!(cli.output, PathBuf::from("out.mkv"));
+        assert_eq!(cli.format, FormatArg::Mkv);
+        assert!(!cli.force);
+        assert_eq!(cli.segment, None);
+        assert_eq!(cli.state_file, None);
+        assert_eq!(cli.max_retries, 10);
+        assert_eq!(cli.progress, ProgressArg::Auto);
+        assert!(!cli.quiet);
+        assert_eq!(cli.verbose, 0);
+    }
+
+    #[test]
+    fn stream_arn() {
+        let arn = "arn:aws:kinesisvideo:us-west-2:123456789012:stream/cam1/1234567890123";
+        let cli = ok(&["--stream-arn", arn, "-o", "x"]);
+        assert_eq!(cli.stream_arn.as_deref(), Some(arn));
+        assert_eq!(cli.stream_name, None);
+    }
+
+    #[test]
+    fn stream_is_required() {
+        assert_eq!(err(&["-o", "x"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn both_stream_flags_conflict() {
+        assert_eq!(
+            err(&["--stream-name", "a", "--stream-arn", "b", "-o", "x"]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn output_is_required() {
+        assert_eq!(
+            err(&["--stream-name", "a"]),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn output_long_and_stdout() {
+        let cli = ok(&["--stream-name", "a", "--output", "dir/x.mkv"]);
+        assert_eq!(cli.output, PathBuf::from("dir/x.mkv"));
+        let cli = ok(&["--stream-name", "a", "-o", "-"]);
+        assert_eq!(cli.output, PathBuf::from("-"));
+    }
+
+    #[test]
+    fn account_flags() {
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "x",
+            "--region",
+            "eu-west-1",
+            "--profile",
+            "prod",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/reader",
+            "--role-session-name",
+            "nightly",
+            "--endpoint-url",
+            "http://127.0.0.1:4566",
+        ]);
+        assert_eq!(cli.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(cli.profile.as_deref(), Some("prod"));
+        assert_eq!(
+            cli.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/reader")
+        );
+        assert_eq!(cli.role_session_name, "nightly");
+        assert_eq!(cli.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+    }
+
+    #[test]
+    fn role_session_name_requires_role_arn() {
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "--role-session-name", "n"]),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn start_forms() {
+        for when in [
+            "now",
+            "earliest",
+            "2026-11-25T10:00:00Z",
+            "-15m",
+            "-2h30m",
+            "fragment:91343852333181432392682062620223489018226093425",
+            "token:abc_DEF.1-2",
+        ] {
+            let cli = ok(&["--stream-name", "a", "-o", "x", "--start", when]);
+            assert_eq!(cli.start, when);
+        }
+        let cli = ok(&["--stream-name", "a", "-o", "x", "--start=-1d"]);
+        assert_eq!(cli.start, "-1d");
+    }
+
+    #[test]
+    fn negative_start_before_other_flags() {
+        let cli = ok(&["--start", "-15m", "--stream-name", "a", "-o", "x"]);
+        assert_eq!(cli.start, "-15m");
+        assert_eq!(cli.stream_name.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn timestamp_type() {
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "x",
+            "--timestamp-type",
+            "producer",
+        ]);
+        assert_eq!(cli.timestamp_type, ClockArg::Producer);
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "x",
+            "--timestamp-type",
+            "server",
+        ]);
+        assert_eq!(cli.timestamp_type, ClockArg::Server);
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "--timestamp-type", "local"]),
+            ErrorKind::InvalidValue
+        );
+    }
+
+    #[test]
+    fn end() {
+        let cli = ok(&["--stream-name", "a", "-o", "x", "--end", "now"]);
+        assert_eq!(cli.end.as_deref(), Some("now"));
+        let cli = ok(&["--stream-name", "a", "-o", "x", "--end", "-5m"]);
+        assert_eq!(cli.end.as_deref(), Some("-5m"));
+    }
+
+    #[test]
+    fn stop_flags() {
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "x",
+            "--duration",
+            "1h30m",
+            "--max-fragments",
+            "100",
+            "--max-bytes",
+            "2GiB",
+            "--idle-timeout",
+            "90s",
+        ]);
+        assert_eq!(cli.duration.as_deref(), Some("1h30m"));
+        assert_eq!(cli.max_fragments, Some(100));
+        assert_eq!(cli.max_bytes.as_deref(), Some("2GiB"));
+        assert_eq!(cli.idle_timeout.as_deref(), Some("90s"));
+    }
+
+    #[test]
+    fn max_fragments_must_be_positive() {
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "--max-fragments", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "--max-fragments", "ten"]),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn output_flags() {
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "cam-%Y%m%dT%H%M%SZ.mkv",
+            "--format",
+            "raw",
+            "--force",
+            "--segment",
+            "10m",
+            "--state-file",
+            "cam.json",
+        ]);
+        assert_eq!(cli.format, FormatArg::Raw);
+        assert!(cli.force);
+        assert_eq!(cli.segment.as_deref(), Some("10m"));
+        assert_eq!(cli.state_file, Some(PathBuf::from("cam.json")));
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "--format", "mp4"]),
+            ErrorKind::InvalidValue
+        );
+    }
+
+    #[test]
+    fn max_retries() {
+        let cli = ok(&["--stream-name", "a", "-o", "x", "--max-retries", "0"]);
+        assert_eq!(cli.max_retries, 0);
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "x",
+            "--max-retries",
+            "4294967295",
+        ]);
+        assert_eq!(cli.max_retries, u32::MAX);
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "--max-retries", "-1"]),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn progress_and_verbosity() {
+        for (arg, want) in [
+            ("auto", ProgressArg::Auto),
+            ("bar", ProgressArg::Bar),
+            ("log", ProgressArg::Log),
+            ("json", ProgressArg::Json),
+        ] {
+            let cli = ok(&["--stream-name", "a", "-o", "x", "--progress", arg]);
+            assert_eq!(cli.progress, want);
+        }
+        let cli = ok(&["--stream-name", "a", "-o", "x", "-q"]);
+        assert!(cli.quiet);
+        let cli = ok(&["--stream-name", "a", "-o", "x", "--quiet"]);
+        assert!(cli.quiet);
+        let cli = ok(&["--stream-name", "a", "-o", "x", "-vv", "--verbose"]);
+        assert_eq!(cli.verbose, 3);
+        assert_eq!(
+            err(&["--stream-name", "a", "-o", "x", "-q", "-v"]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn help_mentions_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("-o - | ffplay -"), "{help}");
+        assert!(help.contains("--state-file cam1.json"), "{help}");
+    }
+}

@@ -1,0 +1,642 @@
+//! The download loop: GetMedia bodies through the parser into a [`Writer`], fragment by
+//! fragment, until a stop condition holds. It reconnects after a dropped connection or a clean
+//! end of the body, from the last whole fragment, and never writes a fragment twice.
+
+use std::time::Duration;
+
+use mkv::{Event, Finish, Fragment, Parser};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::aws::{Failure, MediaBody, MediaSource, Selector};
+use crate::config::{Clock, Config, End, Start};
+use crate::error::Error;
+use crate::output::Writer;
+use crate::progress::{Report, Reporter, Summary};
+
+/// A terminating signal, as delivered through the shutdown channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+/// Why a run stopped without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// A fragment at or after `--end` arrived.
+    End,
+    /// `--end` is set and the stream has nothing newer yet.
+    CaughtUp,
+    Duration,
+    MaxFragments,
+    MaxBytes,
+    Idle,
+    /// The track configuration changed and there is no `--segment` to start a new file.
+    TrackChange {
+        fragment: String,
+    },
+    Signal(Signal),
+}
+
+impl Stopped {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Stopped::Signal(Signal::Interrupt) => 130,
+            Stopped::Signal(Signal::Terminate) => 143,
+            _ => 0,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Stopped::End => "reached --end".into(),
+            Stopped::CaughtUp => "caught up with the live edge before --end".into(),
+            Stopped::Duration => "reached --duration".into(),
+            Stopped::MaxFragments => "reached --max-fragments".into(),
+            Stopped::MaxBytes => "reached --max-bytes".into(),
+            Stopped::Idle => "no new fragment within --idle-timeout".into(),
+            Stopped::TrackChange { fragment } => format!(
+                "the track configuration changed at fragment {fragment}; continue with --start fragment:{fragment}, or use --segment to split files"
+            ),
+            Stopped::Signal(Signal::Interrupt) => "interrupted (SIGINT)".into(),
+            Stopped::Signal(Signal::Terminate) => "terminated (SIGTERM)".into(),
+        }
+    }
+}
+
+/// Timing of reconnects. The defaults respect the service's 5 GetMedia calls per second per
+/// stream; tests scale the backoff down with `KVS_DL_BACKOFF_SCALE` but keep the call spacing.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    /// Never two GetMedia calls closer than this.
+    pub min_interval: Duration,
+    /// First backoff step; doubles per consecutive failure, with full jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Wait before asking again when the live head had nothing new.
+    pub poll: Duration,
+    /// A body silent for this long is treated as a dropped connection.
+    pub stall: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            min_interval: Duration::from_millis(250),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            poll: Duration::from_secs(2),
+            stall: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Pacing {
+    /// The defaults, with the backoff scaled by `KVS_DL_BACKOFF_SCALE` (a test knob).
+    pub fn from_env() -> Pacing {
+        let mut pacing = Pacing::default();
+        if let Some(scale) = std::env::var("KVS_DL_BACKOFF_SCALE")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+        {
+            pacing.backoff_base = pacing.backoff_base.mul_f64(scale);
+            pacing.backoff_max = pacing.backoff_max.mul_f64(scale);
+            pacing.poll = pacing.poll.mul_f64(scale).max(pacing.min_interval);
+        }
+        pacing
+    }
+}
+
+/// What a GetMedia session ended with.
+enum SessionEnd {
+    /// The service closed the body cleanly.
+    Clean {
+        new_fragments: u64,
+    },
+    /// The connection dropped or the service reported a retryable problem.
+    Retry(String),
+    Stop(Stopped),
+}
+
+/// How the raw body bytes of the current push are routed to the writer, so that a writer that
+/// copies bytes sees exactly the bytes of the events it is told about.
+struct Cursor<'a> {
+    chunk: &'a [u8],
+    /// Body offset of `chunk[0]`.
+    start: u64,
+    /// Body offset up to which bytes were handed to the writer.
+    routed: u64,
+}
+
+impl Cursor<'_> {
+    fn route_to(&mut self, writer: &mut dyn Writer, offset: u64) -> Result<(), Error> {
+        if offset > self.routed {
+            let from = (self.routed - self.start) as usize;
+            let to = (offset - self.start) as usize;
+            writer
+                .body(&self.chunk[from..to])
+                .map_err(|e| Error::io("writing the output", e))?;
+            self.routed = offset;
+        }
+        Ok(())
+    }
+}
+
+/// One run's state.
+pub struct Download<'a, S: MediaSource> {
+    cfg: &'a Config,
+    source: &'a mut S,
+    writer: &'a mut dyn Writer,
+    reporter: &'a mut dyn Reporter,
+    shutdown: watch::Receiver<Option<Signal>>,
+    pacing: Pacing,
+    /// The last fragment written (whole), for resuming and de-duplicating.
+    last: Option<Fragment>,
+    /// Inside a fragment that is not written (already written before a reconnect).
+    skipping: bool,
+    /// Inside a fragment being written, with its timing so far.
+    current: Option<Timing>,
+    first_producer_ms: Option<i64>,
+    media_end_ms: Option<i64>,
+    last_fragment_at: Instant,
+    last_call: Option<Instant>,
+    failures: u32,
+    rng: u64,
+    summary: Summary,
+    committed_at_start: u64,
+}
+
+/// Media timing of the fragment being written, from its clusters and blocks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    producer_ms: i64,
+    timecode_scale: u64,
+    cluster: Option<u64>,
+    first_cluster: Option<u64>,
+    /// Latest and second-latest block times, in ticks since the first cluster.
+    latest: Option<i64>,
+    before_latest: Option<i64>,
+}
+
+impl Timing {
+    /// Where the fragment's media ends: its start plus the last block's offset plus one frame.
+    fn end_ms(&self) -> i64 {
+        let ms = |ticks: i64| ticks.saturating_mul(self.timecode_scale as i64) / 1_000_000;
+        match (self.latest, self.before_latest) {
+            (Some(l), Some(b)) => self.producer_ms + ms(l) + ms(l - b),
+            (Some(l), None) => self.producer_ms + ms(l),
+            _ => self.producer_ms,
+        }
+    }
+}
+
+impl<'a, S: MediaSource> Download<'a, S> {
+    pub fn new(
+        cfg: &'a Config,
+        source: &'a mut S,
+        writer: &'a mut dyn Writer,
+        reporter: &'a mut dyn Reporter,
+        shutdown: watch::Receiver<Option<Signal>>,
+        pacing: Pacing,
+    ) -> Self {
+        let committed_at_start = writer.committed();
+        Download {
+            cfg,
+            source,
+            writer,
+            reporter,
+            shutdown,
+            pacing,
+            last: None,
+            skipping: false,
+            current: None,
+            first_producer_ms: None,
+            media_end_ms: None,
+            last_fragment_at: Instant::now(),
+            last_call: None,
+            failures: 0,
+            rng: seed(),
+            summary: Summary::default(),
+            committed_at_start,
+        }
+    }
+
+    /// Runs until a stop condition holds or an error ends it. The writer is left for the
+    /// caller to finish either way: everything it committed is whole.
+    pub async fn run(&mut self) -> Result<(Stopped, Summary), Error> {
+        let mut selector = self.initial_selector();
+        self.reporter.report(&Report::Start {
+            stream: self.cfg.stream.display().to_owned(),
+            region: self.source.region().to_owned(),
+            data_endpoint: self.source.data_endpoint().to_owned(),
+            selector: selector.describe(),
+        });
+        let mut wait = Duration::ZERO;
+        loop {
+            if let Some(stop) = self.pause(wait).await {
+                return Ok(self.stopped(stop));
+            }
+            wait = Duration::ZERO;
+            self.last_call = Some(Instant::now());
+            let reason = match self.source.get_media(&selector).await {
+                Ok(body) => match self.session(body).await? {
+                    SessionEnd::Stop(stop) => return Ok(self.stopped(stop)),
+                    SessionEnd::Clean { new_fragments } => {
+                        if self.cfg.stop.end.is_some() && self.caught_up(new_fragments) {
+                            return Ok(self.stopped(Stopped::CaughtUp));
+                        }
+                        if new_fragments == 0 {
+                            wait = self.pacing.poll;
+                        }
+                        selector = self.resume_selector(&selector);
+                        continue;
+                    }
+                    SessionEnd::Retry(reason) => reason,
+                },
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry {
+                    reason,
+                    refresh_endpoint,
+                }) => {
+                    if refresh_endpoint {
+                        match self.source.refresh_endpoint().await {
+                            Err(Failure::Fatal(e)) => return Err(e),
+                            Err(Failure::Retry { reason, .. }) => reason,
+                            Ok(()) => reason,
+                        }
+                    } else {
+                        reason
+                    }
+                }
+            };
+            self.failures += 1;
+            if self.failures > self.cfg.max_retries {
+                return Err(Error::RetriesExhausted {
+                    attempts: self.failures,
+                    last: reason,
+                });
+            }
+            wait = self.backoff();
+            self.summary.reconnects += 1;
+            self.reporter.report(&Report::Reconnect {
+                reason,
+                attempt: self.failures,
+                delay_ms: wait.as_millis() as u64,
+            });
+            selector = self.resume_selector(&selector);
+        }
+    }
+
+    fn initial_selector(&self) -> Selector {
+        match &self.cfg.start {
+            Start::Now => Selector::Now,
+            Start::Earliest => Selector::Earliest,
+            Start::Time(t) => Selector::Time(self.cfg.clock, *t),
+            Start::Fragment(n) => Selector::Fragment(n.clone()),
+            Start::Token(t) => Selector::Token(t.clone()),
+        }
+    }
+
+    /// After a session: continue after the last whole fragment, or ask again from where we
+    /// started when none came yet.
+    fn resume_selector(&self, previous: &Selector) -> Selector {
+        match &self.last {
+            Some(f) => match &f.continuation_token {
+                Some(token) => Selector::Token(token.clone()),
+                None => Selector::Fragment(f.number.clone()),
+            },
+            None => previous.clone(),
+        }
+    }
+
+    /// The stream has nothing newer than what we have: the session brought nothing, or its last
+    /// fragment was at the head.
+    fn caught_up(&self, new_fragments: u64) -> bool {
+        const AT_HEAD_MS: u64 = 10_000;
+        new_fragments == 0
+            || self
+                .last
+                .as_ref()
+                .and_then(|f| f.millis_behind_now)
+                .is_some_and(|lag| lag <= AT_HEAD_MS)
+    }
+
+    /// Full-jitter exponential backoff, never below the call spacing.
+    fn backoff(&mut self) -> Duration {
+        let exp = self
+            .pacing
+            .backoff_base
+            .saturating_mul(1 << (self.failures.saturating_sub(1)).min(16))
+            .min(self.pacing.backoff_max);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let jitter = (self.rng % 1_000_000) as f64 / 1_000_000.0;
+        exp.mul_f64(0.5 + jitter / 2.0)
+    }
+
+    /// Waits `wait`, and at least the call spacing since the last call, unless a signal or the
+    /// idle timeout comes first.
+    async fn pause(&mut self, wait: Duration) -> Option<Stopped> {
+        let mut until = Instant::now() + wait;
+        if let Some(last) = self.last_call {
+            until = until.max(last + self.pacing.min_interval);
+        }
+        if let Some(signal) = *self.shutdown.borrow() {
+            return Some(Stopped::Signal(signal));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => None,
+            s = wait_signal(&mut self.shutdown) => Some(Stopped::Signal(s)),
+            _ = idle(self.cfg.stop.idle_timeout, self.last_fragment_at) => Some(Stopped::Idle),
+        }
+    }
+
+    /// Reads one GetMedia body to its end.
+    async fn session(&mut self, mut body: S::Body) -> Result<SessionEnd, Error> {
+        // A fresh parser per body: a fragment cut off in the last one is forgotten.
+        let mut parser = Parser::new();
+        self.skipping = false;
+        let mut offset = 0u64;
+        let mut new_fragments = 0u64;
+        loop {
+            let next = tokio::select! {
+                s = wait_signal(&mut self.shutdown) => {
+                    self.discard()?;
+                    return Ok(SessionEnd::Stop(Stopped::Signal(s)));
+                }
+                _ = idle(self.cfg.stop.idle_timeout, self.last_fragment_at) => {
+                    self.discard()?;
+                    return Ok(SessionEnd::Stop(Stopped::Idle));
+                }
+                next = tokio::time::timeout(self.pacing.stall, body.next()) => next,
+            };
+            let chunk = match next {
+                Err(_) => {
+                    self.discard()?;
+                    return Ok(SessionEnd::Retry(format!(
+                        "no data for {} s",
+                        self.pacing.stall.as_secs()
+                    )));
+                }
+                Ok(Err(Failure::Fatal(e))) => return Err(e),
+                Ok(Err(Failure::Retry { reason, .. })) => {
+                    self.discard()?;
+                    return Ok(SessionEnd::Retry(reason));
+                }
+                Ok(Ok(None)) => {
+                    if let Finish::Truncated { .. } = parser.finish()? {
+                        self.discard()?;
+                    }
+                    return Ok(SessionEnd::Clean { new_fragments });
+                }
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            parser.push(&chunk);
+            let mut cursor = Cursor {
+                chunk: &chunk,
+                start: offset,
+                routed: offset,
+            };
+            offset += chunk.len() as u64;
+            while let Some((event, at)) = parser.next_event_at()? {
+                match self.handle(event, at, &mut cursor)? {
+                    Handled::Continue => {}
+                    Handled::Fragment => {
+                        new_fragments += 1;
+                        self.failures = 0;
+                        self.last_fragment_at = Instant::now();
+                    }
+                    Handled::Stop(stop) => return Ok(SessionEnd::Stop(stop)),
+                    Handled::Retry(reason) => {
+                        self.discard()?;
+                        return Ok(SessionEnd::Retry(reason));
+                    }
+                }
+            }
+            cursor.route_to(&mut *self.writer, offset)?;
+        }
+    }
+
+    fn discard(&mut self) -> Result<(), Error> {
+        self.current = None;
+        self.skipping = false;
+        self.writer
+            .discard()
+            .map_err(|e| Error::io("dropping a cut-off fragment", e))
+    }
+
+    fn stopped(&mut self, stop: Stopped) -> (Stopped, Summary) {
+        let summary = Summary {
+            reason: stop.describe(),
+            exit_code: stop.exit_code(),
+            ..self.summary.clone()
+        };
+        (stop, summary)
+    }
+}
+
+/// What handling one event asks the session to do.
+enum Handled {
+    Continue,
+    /// A fragment was written whole.
+    Fragment,
+    Stop(Stopped),
+    Retry(String),
+}
+
+impl<S: MediaSource> Download<'_, S> {
+    /// Hands one event to the writer (with the body bytes before it) and applies the stop rules.
+    fn handle(
+        &mut self,
+        event: Event<'_>,
+        at: u64,
+        cursor: &mut Cursor<'_>,
+    ) -> Result<Handled, Error> {
+        let s = self;
+        let io = |e| Error::io("writing the output", e);
+        cursor.route_to(&mut *s.writer, at)?;
+        match &event {
+            Event::FragmentStart(f) => {
+                if s.last
+                    .as_ref()
+                    .is_some_and(|last| !is_newer(&f.number, &last.number))
+                {
+                    s.skipping = true;
+                    s.summary.duplicates_skipped += 1;
+                    s.writer.skip_fragment();
+                    return Ok(Handled::Continue);
+                }
+                if reached_end(s.cfg, f) {
+                    return Ok(Handled::Stop(Stopped::End));
+                }
+                s.current = Some(Timing {
+                    producer_ms: f.producer_ms,
+                    timecode_scale: 1_000_000,
+                    ..Timing::default()
+                });
+            }
+            Event::Info { timecode_scale } => {
+                if let Some(t) = s.current.as_mut() {
+                    t.timecode_scale = *timecode_scale;
+                }
+            }
+            Event::Cluster { timecode } => {
+                if let Some(t) = s.current.as_mut() {
+                    t.cluster = Some(*timecode);
+                    t.first_cluster.get_or_insert(*timecode);
+                }
+            }
+            Event::BlockStart(b) => {
+                if let Some(t) = s.current.as_mut()
+                    && let (Some(c), Some(first)) = (t.cluster, t.first_cluster)
+                {
+                    let ticks = c as i64 - first as i64 + i64::from(b.timecode);
+                    if t.latest.is_none_or(|l| ticks > l) {
+                        t.before_latest = t.latest;
+                        t.latest = Some(ticks);
+                    }
+                }
+            }
+            Event::FragmentEnd(f) if s.skipping => {
+                s.skipping = false;
+                s.writer.event(&event).map_err(io)?;
+                let _ = f;
+                return Ok(Handled::Continue);
+            }
+            Event::FragmentEnd(f) => {
+                let before = s.writer.committed();
+                s.writer.event(&event).map_err(io)?;
+                let timing = s.current.take().unwrap_or_default();
+                let first = *s.first_producer_ms.get_or_insert(f.producer_ms);
+                let end = timing.end_ms().max(s.media_end_ms.unwrap_or(i64::MIN));
+                s.media_end_ms = Some(end);
+                let bytes = s.writer.committed() - before;
+                s.summary.fragments += 1;
+                s.summary.bytes = s.writer.committed() - s.committed_at_start;
+                s.summary.media_duration_ms = (end - first).max(0) as u64;
+                s.reporter.report(&Report::Fragment {
+                    number: f.number.clone(),
+                    server_timestamp_ms: f.server_ms,
+                    producer_timestamp_ms: f.producer_ms,
+                    bytes,
+                    lag_ms: f.millis_behind_now,
+                });
+                s.last = Some(f.clone());
+                let stop = &s.cfg.stop;
+                if stop.max_fragments.is_some_and(|n| s.summary.fragments >= n) {
+                    return Ok(Handled::Stop(Stopped::MaxFragments));
+                }
+                if stop.max_bytes.is_some_and(|n| s.summary.bytes >= n) {
+                    return Ok(Handled::Stop(Stopped::MaxBytes));
+                }
+                if stop
+                    .duration
+                    .is_some_and(|d| s.summary.media_duration_ms >= d.as_millis() as u64)
+                {
+                    return Ok(Handled::Stop(Stopped::Duration));
+                }
+                return Ok(Handled::Fragment);
+            }
+            Event::ServiceError(e) => {
+                let id = e.id.unwrap_or_default();
+                let what = format!(
+                    "the service reported error {}{} in the body",
+                    e.id.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
+                    e.code
+                        .as_ref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
+                );
+                if (4500..=4506).contains(&id) {
+                    return Err(Error::Auth {
+                        message: format!(
+                            "{what}: the KMS key of stream {} cannot be used",
+                            s.cfg.stream.display()
+                        ),
+                        hint: Some(
+                            "check the stream's KMS key and the caller's kms:Decrypt permission"
+                                .into(),
+                        ),
+                    });
+                }
+                return Ok(Handled::Retry(what));
+            }
+            _ => {}
+        }
+        if !s.skipping {
+            s.writer.event(&event).map_err(io)?;
+        }
+        Ok(Handled::Continue)
+    }
+}
+
+/// `--end`: this fragment is at or after it.
+fn reached_end(cfg: &Config, f: &Fragment) -> bool {
+    match &cfg.stop.end {
+        None => false,
+        Some(End::Time(t)) => {
+            let ts = match cfg.clock {
+                Clock::Server => f.server_ms,
+                Clock::Producer => f.producer_ms,
+            };
+            ts >= t.as_millisecond()
+        }
+        Some(End::Fragment(n)) => !is_newer(n, &f.number),
+    }
+}
+
+/// Fragment numbers are decimal strings of any length: compare them as numbers.
+pub fn is_newer(a: &str, b: &str) -> bool {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    (a.len(), a) > (b.len(), b)
+}
+
+async fn wait_signal(rx: &mut watch::Receiver<Option<Signal>>) -> Signal {
+    loop {
+        if let Some(s) = *rx.borrow_and_update() {
+            return s;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves when `--idle-timeout` has passed since the last fragment; never without it.
+async fn idle(timeout: Option<Duration>, since: Instant) {
+    match timeout {
+        Some(t) => tokio::time::sleep_until(since + t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_numbers_compare_as_numbers() {
+        assert!(is_newer("10", "9"));
+        assert!(!is_newer("9", "10"));
+        assert!(!is_newer(
+            "91343852333181432392682062607743920146159169392",
+            "91343852333181432392682062607743920146159169392"
+        ));
+        assert!(is_newer(
+            "91343852333181432392682062607743920146159169393",
+            "91343852333181432392682062607743920146159169392"
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! `kvs-dl`: parse the flags, run, turn the result into an exit code. Errors are printed here
+//! and nowhere else.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = kvs_dl::cli::Cli::parse();
+    match kvs_dl::run::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

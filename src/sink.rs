@@ -1,0 +1,382 @@
+//! Where output bytes land, with the guarantee the contract makes: only whole fragments ever
+//! reach a final name. Writers append a fragment's bytes, then `commit` once it is whole or
+//! `rollback` when it was cut off.
+//!
+//! [`FileSink`] writes `PATH.part` (created at the first byte, so a run that writes nothing
+//! leaves nothing), fsyncs it and renames it to `PATH` when finished. [`StdoutSink`] holds the
+//! uncommitted fragment (in memory up to [`SPOOL_IN_MEMORY`], then in an anonymous temporary
+//! file) and releases it to stdout only when it is whole, because a pipe cannot be taken back.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes are gathered into buffers of this size before they reach the file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// How much of an uncommitted fragment stdout keeps in memory before spilling to disk.
+pub const SPOOL_IN_MEMORY: usize = 8 << 20;
+
+/// An output that only ever keeps whole fragments.
+pub trait Sink {
+    /// Appends bytes of the fragment being written.
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Everything written so far is whole and stays.
+    fn commit(&mut self) -> io::Result<()>;
+    /// Drops what was written since the last commit.
+    fn rollback(&mut self) -> io::Result<()>;
+    /// Bytes committed so far.
+    fn committed(&self) -> u64;
+    /// Overwrites committed bytes at `offset` (the remuxer patches sizes and the duration in
+    /// place). Outputs that cannot seek return `Unsupported`.
+    fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Drops the uncommitted rest and makes the committed bytes final. Returns the final path
+    /// when a file was written.
+    fn finish(self: Box<Self>) -> io::Result<Option<PathBuf>>;
+}
+
+/// `PATH.part`, renamed to `PATH` when finished.
+pub struct FileSink {
+    path: PathBuf,
+    part: PathBuf,
+    force: bool,
+    file: Option<File>,
+    /// Bytes not yet written to the file.
+    buf: Vec<u8>,
+    /// Bytes written to the file (before `buf`).
+    file_len: u64,
+    committed: u64,
+}
+
+impl FileSink {
+    /// Prepares to write `path`. Refuses an existing `path` unless `force`; creates nothing yet.
+    pub fn new(path: &Path, force: bool) -> io::Result<FileSink> {
+        if !force && path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", path.display()),
+            ));
+        }
+        Ok(FileSink {
+            path: path.to_owned(),
+            part: part_path(path),
+            force,
+            file: None,
+            buf: Vec::new(),
+            file_len: 0,
+            committed: 0,
+        })
+    }
+
+    fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            if let Some(dir) = self.part.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.part)?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        self.file()?.write_all(&buf)?;
+        self.file_len += buf.len() as u64;
+        self.buf = buf;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.buf.len() + data.len() > WRITE_BUFFER {
+            self.flush_buf()?;
+        }
+        if data.len() >= WRITE_BUFFER {
+            self.file()?.write_all(data)?;
+            self.file_len += data.len() as u64;
+        } else {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(WRITE_BUFFER);
+            }
+            self.buf.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        self.committed = self.file_len + self.buf.len() as u64;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> io::Result<()> {
+        if self.committed >= self.file_len {
+            self.buf.truncate((self.committed - self.file_len) as usize);
+            return Ok(());
+        }
+        self.buf.clear();
+        let committed = self.committed;
+        let file = self.file()?;
+        file.set_len(committed)?;
+        file.seek(SeekFrom::Start(committed))?;
+        self.file_len = committed;
+        Ok(())
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset + data.len() as u64;
+        assert!(end <= self.committed, "patching uncommitted bytes");
+        if offset >= self.file_len {
+            let at = (offset - self.file_len) as usize;
+            self.buf[at..at + data.len()].copy_from_slice(data);
+            return Ok(());
+        }
+        self.flush_buf()?;
+        let file_len = self.file_len;
+        let file = self.file()?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(data)?;
+        file.seek(SeekFrom::Start(file_len))?;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<Option<PathBuf>> {
+        if self.committed == 0 {
+            if self.file.take().is_some() {
+                fs::remove_file(&self.part)?;
+            }
+            return Ok(None);
+        }
+        self.rollback()?;
+        self.flush_buf()?;
+        let file = self.file.take().expect("bytes were committed");
+        file.sync_all()?;
+        drop(file);
+        if !self.force && self.path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} appeared while downloading; the download is kept in {}",
+                    self.path.display(),
+                    self.part.display()
+                ),
+            ));
+        }
+        fs::rename(&self.part, &self.path)?;
+        sync_parent(&self.path);
+        Ok(Some(self.path))
+    }
+}
+
+/// `PATH.part`: the name a file has while it is written.
+pub fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Makes a rename durable. Best effort: some filesystems cannot fsync a directory.
+pub fn sync_parent(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Standard output, released one whole fragment at a time.
+pub struct StdoutSink<W: Write> {
+    out: W,
+    spool: Vec<u8>,
+    spill: Option<File>,
+    spilled: u64,
+    committed: u64,
+}
+
+impl<W: Write> StdoutSink<W> {
+    pub fn new(out: W) -> Self {
+        StdoutSink {
+            out,
+            spool: Vec::new(),
+            spill: None,
+            spilled: 0,
+            committed: 0,
+        }
+    }
+}
+
+impl<W: Write> Sink for StdoutSink<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.spool.len() + data.len() <= SPOOL_IN_MEMORY && self.spilled == 0 {
+            self.spool.extend_from_slice(data);
+            return Ok(());
+        }
+        let spill = match &mut self.spill {
+            Some(f) => f,
+            None => self.spill.insert(tempfile_in_tmp()?),
+        };
+        if self.spilled == 0 {
+            spill.set_len(0)?;
+            spill.seek(SeekFrom::Start(0))?;
+            spill.write_all(&self.spool)?;
+            self.spilled = self.spool.len() as u64;
+            self.spool.clear();
+        }
+        spill.write_all(data)?;
+        self.spilled += data.len() as u64;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        if let (Some(spill), true) = (&mut self.spill, self.spilled > 0) {
+            spill.seek(SeekFrom::Start(0))?;
+            io::copy(&mut spill.take(self.spilled), &mut self.out)?;
+            spill.set_len(0)?;
+            spill.seek(SeekFrom::Start(0))?;
+            self.committed += self.spilled;
+            self.spilled = 0;
+        } else {
+            self.out.write_all(&self.spool)?;
+            self.committed += self.spool.len() as u64;
+            self.spool.clear();
+        }
+        self.out.flush()
+    }
+
+    fn rollback(&mut self) -> io::Result<()> {
+        self.spool.clear();
+        self.spilled = 0;
+        Ok(())
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    fn patch(&mut self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<Option<PathBuf>> {
+        self.out.flush()?;
+        Ok(None)
+    }
+}
+
+/// An anonymous file in the temporary directory, gone when closed.
+fn tempfile_in_tmp() -> io::Result<File> {
+    tempfile::tempfile()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &Path) -> Vec<u8> {
+        fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn file_sink_keeps_only_committed_bytes_and_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.mkv");
+        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
+        sink.write(b"one").unwrap();
+        sink.commit().unwrap();
+        sink.write(b"two-cut").unwrap();
+        sink.rollback().unwrap();
+        sink.write(b"three").unwrap();
+        sink.commit().unwrap();
+        sink.write(b"partial").unwrap();
+        assert!(part_path(&path).exists() || sink.file.is_none());
+        assert!(!path.exists(), "nothing under the final name before finish");
+        assert_eq!(sink.finish().unwrap(), Some(path.clone()));
+        assert_eq!(read(&path), b"onethree");
+        assert!(!part_path(&path).exists());
+    }
+
+    #[test]
+    fn file_sink_rolls_back_bytes_already_flushed_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.raw");
+        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
+        let a = vec![1u8; WRITE_BUFFER / 2];
+        let b = vec![2u8; WRITE_BUFFER * 2];
+        sink.write(&a).unwrap();
+        sink.commit().unwrap();
+        sink.write(&b).unwrap();
+        sink.rollback().unwrap();
+        sink.write(b"end").unwrap();
+        sink.commit().unwrap();
+        sink.patch(0, b"\x09").unwrap();
+        sink.finish().unwrap();
+        let got = read(&path);
+        assert_eq!(got.len(), a.len() + 3);
+        assert_eq!(got[0], 9);
+        assert!(got[1..a.len()].iter().all(|&x| x == 1));
+        assert_eq!(&got[a.len()..], b"end");
+    }
+
+    #[test]
+    fn file_sink_that_committed_nothing_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.mkv");
+        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
+        sink.write(b"cut off").unwrap();
+        sink.write(&vec![0; WRITE_BUFFER]).unwrap();
+        assert_eq!(sink.finish().unwrap(), None);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn file_sink_refuses_an_existing_file_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("there.mkv");
+        fs::write(&path, b"old").unwrap();
+        let err = FileSink::new(&path, false).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let mut sink = Box::new(FileSink::new(&path, true).unwrap());
+        sink.write(b"new").unwrap();
+        sink.commit().unwrap();
+        sink.finish().unwrap();
+        assert_eq!(read(&path), b"new");
+    }
+
+    #[test]
+    fn stdout_sink_releases_only_whole_fragments_even_when_spilled() {
+        let mut out = Vec::new();
+        {
+            let mut sink = StdoutSink::new(&mut out);
+            sink.write(b"whole").unwrap();
+            sink.commit().unwrap();
+            sink.write(&vec![7u8; SPOOL_IN_MEMORY + 10]).unwrap();
+            sink.rollback().unwrap();
+            let big = vec![8u8; SPOOL_IN_MEMORY + 10];
+            sink.write(&big[..10]).unwrap();
+            sink.write(&big[10..]).unwrap();
+            sink.commit().unwrap();
+            sink.write(b"cut").unwrap();
+            assert_eq!(sink.committed(), 5 + SPOOL_IN_MEMORY as u64 + 10);
+            Box::new(sink).finish().unwrap();
+        }
+        assert_eq!(&out[..5], b"whole");
+        assert_eq!(out.len(), 5 + SPOOL_IN_MEMORY + 10);
+        assert!(out[5..].iter().all(|&b| b == 8));
+    }
+}
