@@ -4,7 +4,11 @@
 
 pub mod ebml;
 pub mod parser;
+pub mod span;
+pub mod tracks;
+pub mod writer;
 
 pub use parser::{
     Block, BlockKind, Event, Finish, Fragment, Millis, ParseError, Parser, ServiceError,
 };
+pub use writer::{Muxer, Options, Patch, Refusal};

@@ -234,11 +234,18 @@ impl Parser {
     /// The next event, or `Ok(None)` when more bytes are needed. After an error the parser stays
     /// failed until [`reset`](Parser::reset).
     pub fn next_event(&mut self) -> Result<Option<Event<'_>>, ParseError> {
+        Ok(self.next_event_at()?.map(|(event, _)| event))
+    }
+
+    /// Like [`next_event`](Parser::next_event), with the body offset just past the event's
+    /// bytes (what [`position`](Parser::position) says after it), for callers that route the
+    /// raw bytes of each event.
+    pub fn next_event_at(&mut self) -> Result<Option<(Event<'_>, u64)>, ParseError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         match self.step() {
-            Ok(Step::Event(e)) => Ok(Some(self.event(e))),
+            Ok(Step::Event(e)) => Ok(Some((self.event(e), self.position()))),
             Ok(Step::NeedMore) => Ok(None),
             Err(e) => {
                 self.failed = Some(e.clone());

@@ -1,0 +1,533 @@
+//! The Matroska writer behind `--format mkv`, without I/O: fragments in, one clean Matroska
+//! file out, in a single pass and bounded memory.
+//!
+//! The output has one EBML header and one Segment; the Tracks of the first fragment; one
+//! cluster per source cluster, moved onto a continuous timeline that starts at 0 and follows
+//! the producer timestamps (so gaps stay gaps); Cues for every cluster that starts with a
+//! keyframe; Tags naming the stream and the first and last fragments. Clusters pass through:
+//! only the cue list grows, a few bytes per fragment.
+//!
+//! Bytes come out through [`Muxer::output`]. Some values are only known later (cluster sizes,
+//! the Segment size, the Duration, where Cues and Tags landed); a seekable output gets them as
+//! [`Patch`]es to apply at earlier offsets. A streaming output (`seekable: false`) gets
+//! unknown-size elements instead and never needs to seek.
+//!
+//! A fragment is written between [`Muxer::start_fragment`] and [`Muxer::end_fragment`]; when
+//! the connection drops in between, [`Muxer::discard`] forgets it (the caller drops the bytes).
+
+use crate::ebml::{self, id};
+use crate::parser::{Block, Event, Fragment, Millis};
+use crate::span::Span;
+use crate::tracks::{self, Track};
+
+/// Nanoseconds between the Unix epoch and Matroska's DateUTC origin, 2001-01-01T00:00:00Z.
+const DATE_UTC_ORIGIN_MS: i64 = 978_307_200_000;
+
+const TAG_TARGETS: u32 = id::TARGETS;
+const TARGET_TYPE_VALUE: u32 = 0x68CA;
+
+/// How the file is laid out.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Known sizes, Duration, SeekHead and Cues, patched in place at the end. Off for pipes.
+    pub seekable: bool,
+    /// MuxingApp and WritingApp, e.g. `kvs-dl 0.1.0`.
+    pub app: String,
+    /// The SimpleTag naming the stream, e.g. (`KVS_STREAM_ARN`, `arn:aws:...`).
+    pub stream_tag: (String, String),
+}
+
+/// Bytes to write over earlier output, at `offset` from the start of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Why a fragment cannot go into this file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// Its Tracks differ from the file's (codec, codec private data, resolution, track set).
+    TracksChanged,
+    /// Its Tracks element could not be read.
+    BadTracks(&'static str),
+}
+
+/// Where in the output the values patched at the end live.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    segment_size_at: u64,
+    segment_data: u64,
+    duration_at: u64,
+    cues_seek_at: u64,
+    tags_seek_at: u64,
+}
+
+/// Per-file state that a discarded fragment must not change.
+#[derive(Debug, Clone, Default)]
+struct Committed {
+    written: u64,
+    cues: usize,
+    end_ticks: i64,
+    last_block_ticks: Option<i64>,
+    first: Option<Fragment>,
+    last: Option<Fragment>,
+    fragments: u64,
+    non_monotonic: u64,
+}
+
+/// The fragment being written.
+#[derive(Debug, Clone)]
+struct Current {
+    start_ticks: i64,
+    /// Its producer timestamp did not move past what was written: it follows on instead.
+    moved: bool,
+    span: Span,
+    /// Offset of the open cluster's ID, and of its data (for the size patch).
+    cluster: Option<(u64, u64)>,
+    /// A cue was considered for the open cluster.
+    cued: bool,
+    last_block_ticks: Option<i64>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Muxer {
+    opts: Options,
+    out: Vec<u8>,
+    patches: Vec<Patch>,
+    /// Offset of `out[0]` in the file.
+    written: u64,
+    layout: Option<Layout>,
+    scale: u64,
+    tracks: Vec<Track>,
+    primary: u64,
+    /// (time, track, cluster position in the Segment) of every cluster that starts with a
+    /// keyframe of the primary track.
+    cues: Vec<(i64, u64, u64)>,
+    committed: Committed,
+    current: Option<Current>,
+    /// The TimestampScale and Tracks of the chunk being read, for its fragment's start.
+    chunk_scale: u64,
+    chunk_tracks: Vec<u8>,
+}
+
+impl Muxer {
+    pub fn new(opts: Options) -> Muxer {
+        Muxer {
+            opts,
+            out: Vec::with_capacity(256 * 1024),
+            patches: Vec::new(),
+            written: 0,
+            layout: None,
+            scale: 1_000_000,
+            tracks: Vec::new(),
+            primary: 0,
+            cues: Vec::new(),
+            committed: Committed::default(),
+            current: None,
+            chunk_scale: 1_000_000,
+            chunk_tracks: Vec::new(),
+        }
+    }
+
+    /// Feeds one parser event of a fragment to be written. A fragment whose tracks do not fit
+    /// this file is refused at its `FragmentStart`, with nothing changed: the caller can start
+    /// a new file and feed the event again.
+    pub fn event(&mut self, event: &Event<'_>) -> Result<(), Refusal> {
+        match event {
+            Event::EbmlHeader(_) => {
+                self.chunk_scale = 1_000_000;
+                self.chunk_tracks.clear();
+            }
+            Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
+            Event::Tracks(tracks) => {
+                self.chunk_tracks.clear();
+                self.chunk_tracks.extend_from_slice(tracks);
+            }
+            Event::FragmentStart(f) => {
+                let tracks = std::mem::take(&mut self.chunk_tracks);
+                let started = self.start_fragment(f, self.chunk_scale, &tracks);
+                self.chunk_tracks = tracks;
+                started?;
+            }
+            Event::Cluster { timecode } => self.cluster(*timecode),
+            Event::BlockStart(block) => self.block(block),
+            Event::BlockData(data) => self.block_data(data),
+            Event::FragmentEnd(f) => self.end_fragment(f),
+            Event::ServiceError(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The Tracks element of the chunk being read.
+    pub fn chunk_tracks(&self) -> &[u8] {
+        &self.chunk_tracks
+    }
+
+    /// Whether a fragment with this Tracks element can go into this file.
+    pub fn accepts(&self, tracks_element: &[u8]) -> Result<(), Refusal> {
+        let tracks = tracks::parse(tracks_element).map_err(Refusal::BadTracks)?;
+        if self.layout.is_some() && tracks != self.tracks {
+            return Err(Refusal::TracksChanged);
+        }
+        Ok(())
+    }
+
+    /// Begins a fragment, given its chunk's TimestampScale and Tracks. The first fragment also
+    /// writes the file's headers.
+    pub fn start_fragment(
+        &mut self,
+        fragment: &Fragment,
+        timecode_scale: u64,
+        tracks_element: &[u8],
+    ) -> Result<(), Refusal> {
+        self.accepts(tracks_element)?;
+        if self.layout.is_none() {
+            self.scale = timecode_scale.max(1);
+            self.tracks = tracks::parse(tracks_element).map_err(Refusal::BadTracks)?;
+            self.primary = tracks::primary(&self.tracks).unwrap_or(1);
+            self.write_headers(fragment, tracks_element);
+        }
+        let first_ms = self
+            .committed
+            .first
+            .as_ref()
+            .map_or(fragment.producer_ms, |f| f.producer_ms);
+        let wanted = self.ms_to_ticks(fragment.producer_ms - first_ms);
+        let (start_ticks, moved) = match self.committed.last_block_ticks {
+            Some(last) if wanted <= last => (self.committed.end_ticks, true),
+            _ => (wanted.max(0), false),
+        };
+        self.current = Some(Current {
+            start_ticks,
+            moved,
+            span: Span::new(&self.tracks, self.scale),
+            cluster: None,
+            cued: false,
+            last_block_ticks: None,
+        });
+        Ok(())
+    }
+
+    /// A source cluster begins with this timestamp.
+    pub fn cluster(&mut self, source_timecode: u64) {
+        self.close_cluster();
+        let at = self.position();
+        let seekable = self.opts.seekable;
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        cur.span.cluster(source_timecode);
+        let ticks = cur.start_ticks + cur.span.cluster_offset();
+        cur.cued = false;
+        ebml::write_id(&mut self.out, id::CLUSTER);
+        if seekable {
+            ebml::write_size_fixed(&mut self.out, 0, 8);
+        } else {
+            self.out.push(0xFF);
+        }
+        cur.cluster = Some((at, self.written + self.out.len() as u64));
+        ebml::write_uint(&mut self.out, id::TIMESTAMP, ticks.max(0) as u64);
+    }
+
+    /// A block begins; its payload follows through [`Muxer::block_data`].
+    pub fn block(&mut self, block: &Block<'_>) {
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        let at = cur.start_ticks + cur.span.block(block.track, block.timecode);
+        cur.last_block_ticks = Some(cur.last_block_ticks.map_or(at, |l| l.max(at)));
+        if !cur.cued && block.track == self.primary {
+            cur.cued = true;
+            if let (true, Some((cluster_at, _)), Some(layout)) =
+                (block.keyframe, cur.cluster, self.layout)
+            {
+                self.cues
+                    .push((at.max(0), block.track, cluster_at - layout.segment_data));
+            }
+        }
+        self.out.extend_from_slice(block.header);
+    }
+
+    /// The next piece of the current block's payload.
+    pub fn block_data(&mut self, data: &[u8]) {
+        if self.current.is_some() {
+            self.out.extend_from_slice(data);
+        }
+    }
+
+    /// The fragment is whole: its bytes stay.
+    pub fn end_fragment(&mut self, fragment: &Fragment) {
+        self.close_cluster();
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        let c = &mut self.committed;
+        c.end_ticks = c.end_ticks.max(cur.start_ticks + cur.span.length());
+        if let Some(l) = cur.last_block_ticks {
+            c.last_block_ticks = Some(c.last_block_ticks.map_or(l, |p| p.max(l)));
+        }
+        c.non_monotonic += u64::from(cur.moved);
+        c.first.get_or_insert_with(|| fragment.clone());
+        c.last = Some(fragment.clone());
+        c.fragments += 1;
+        c.written = self.written + self.out.len() as u64;
+        c.cues = self.cues.len();
+    }
+
+    /// Forgets the fragment in progress. The caller drops the bytes it already took since the
+    /// last whole fragment.
+    pub fn discard(&mut self) {
+        self.current = None;
+        self.cues.truncate(self.committed.cues);
+        let keep = self.committed.written;
+        if keep >= self.written {
+            self.out.truncate((keep - self.written) as usize);
+        } else {
+            self.out.clear();
+            self.written = keep;
+        }
+        self.patches.retain(|p| p.offset < keep);
+        if self.committed.fragments == 0 {
+            self.layout = None;
+        }
+    }
+
+    /// Ends the file: Cues, Tags and the values only known now. Returns false when no fragment
+    /// was written, and then there is nothing to write at all.
+    pub fn finish(&mut self) -> bool {
+        self.discard();
+        let Some(layout) = self.layout else {
+            return false;
+        };
+        let cues_at = self.position();
+        let write_cues = self.opts.seekable && !self.cues.is_empty();
+        if write_cues {
+            let mut points = Vec::new();
+            for &(time, track, cluster) in &self.cues {
+                let mut positions = Vec::new();
+                ebml::write_uint(&mut positions, id::CUE_TRACK, track);
+                ebml::write_uint(&mut positions, id::CUE_CLUSTER_POSITION, cluster);
+                let mut point = Vec::new();
+                ebml::write_uint(&mut point, id::CUE_TIME, time as u64);
+                ebml::write_element(&mut point, id::CUE_TRACK_POSITIONS, &positions);
+                ebml::write_element(&mut points, id::CUE_POINT, &point);
+            }
+            ebml::write_element(&mut self.out, id::CUES, &points);
+        }
+        let tags_at = self.position();
+        let tags = self.tags();
+        ebml::write_element(&mut self.out, id::TAGS, &tags);
+        if self.opts.seekable {
+            let end = self.position();
+            let mut size = Vec::new();
+            ebml::write_size_fixed(&mut size, end - layout.segment_data, 8);
+            self.patch(layout.segment_size_at, size);
+            let duration = (self.committed.end_ticks as f64).to_be_bytes().to_vec();
+            self.patch(layout.duration_at, duration);
+            let cues = match write_cues {
+                true => seek(id::CUES, cues_at - layout.segment_data),
+                false => void_seek(),
+            };
+            self.patch(layout.cues_seek_at, cues);
+            self.patch(
+                layout.tags_seek_at,
+                seek(id::TAGS, tags_at - layout.segment_data),
+            );
+        }
+        self.committed.written = self.position();
+        true
+    }
+
+    /// Hands the output produced since the last call to `f`: new bytes to append, then patches
+    /// of earlier bytes.
+    pub fn drain<R>(&mut self, f: impl FnOnce(&[u8], &[Patch]) -> R) -> R {
+        let r = f(&self.out, &self.patches);
+        self.written += self.out.len() as u64;
+        self.out.clear();
+        self.patches.clear();
+        r
+    }
+
+    /// Fragments written whole.
+    pub fn fragments(&self) -> u64 {
+        self.committed.fragments
+    }
+
+    /// Media time written, in milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        (self.committed.end_ticks.max(0) as u128 * u128::from(self.scale) / 1_000_000) as u64
+    }
+
+    /// Fragments whose producer timestamp did not move forward and were placed right after the
+    /// one before.
+    pub fn non_monotonic(&self) -> u64 {
+        self.committed.non_monotonic
+    }
+
+    /// The first and last fragments written.
+    pub fn first_last(&self) -> (Option<&Fragment>, Option<&Fragment>) {
+        (self.committed.first.as_ref(), self.committed.last.as_ref())
+    }
+
+    /// Bytes produced so far (taken or pending).
+    fn position(&self) -> u64 {
+        self.written + self.out.len() as u64
+    }
+
+    fn ms_to_ticks(&self, ms: Millis) -> i64 {
+        (i128::from(ms) * 1_000_000 / i128::from(self.scale)) as i64
+    }
+
+    fn patch(&mut self, offset: u64, bytes: Vec<u8>) {
+        if offset >= self.written {
+            let at = (offset - self.written) as usize;
+            self.out[at..at + bytes.len()].copy_from_slice(&bytes);
+        } else {
+            self.patches.push(Patch { offset, bytes });
+        }
+    }
+
+    /// Gives the open cluster its size, now that it is known.
+    fn close_cluster(&mut self) {
+        let end = self.position();
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        if let (Some((cluster_at, data_at)), true) = (cur.cluster.take(), self.opts.seekable) {
+            let mut size = Vec::new();
+            ebml::write_size_fixed(&mut size, end - data_at, 8);
+            self.patch(cluster_at + 4, size);
+        }
+    }
+
+    fn write_headers(&mut self, first: &Fragment, tracks_element: &[u8]) {
+        let start = self.position();
+        let mut header = Vec::new();
+        ebml::write_uint(&mut header, id::EBML_VERSION, 1);
+        ebml::write_uint(&mut header, id::EBML_READ_VERSION, 1);
+        ebml::write_uint(&mut header, id::EBML_MAX_ID_LENGTH, 4);
+        ebml::write_uint(&mut header, id::EBML_MAX_SIZE_LENGTH, 8);
+        ebml::write_string(&mut header, id::DOC_TYPE, "matroska");
+        ebml::write_uint(&mut header, id::DOC_TYPE_VERSION, 4);
+        ebml::write_uint(&mut header, id::DOC_TYPE_READ_VERSION, 2);
+        ebml::write_element(&mut self.out, id::EBML, &header);
+
+        ebml::write_id(&mut self.out, id::SEGMENT);
+        let segment_size_at = start + self.out.len() as u64;
+        if self.opts.seekable {
+            ebml::write_size_fixed(&mut self.out, 0, 8);
+        } else {
+            self.out
+                .extend_from_slice(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let segment_data = start + self.out.len() as u64;
+
+        // SeekHead: Info and Tracks follow it directly; Cues and Tags are patched at the end.
+        let mut info = Vec::new();
+        ebml::write_uint(&mut info, id::TIMESTAMP_SCALE, self.scale);
+        let duration_in_info = info.len() + 3;
+        ebml::write_float(&mut info, id::DURATION, 0.0);
+        let date = (i128::from(first.producer_ms - DATE_UTC_ORIGIN_MS) * 1_000_000) as i64;
+        ebml::write_element(&mut info, id::DATE_UTC, &date.to_be_bytes());
+        ebml::write_string(&mut info, id::MUXING_APP, &self.opts.app);
+        ebml::write_string(&mut info, id::WRITING_APP, &self.opts.app);
+        let mut info_element = Vec::new();
+        ebml::write_element(&mut info_element, id::INFO, &info);
+        let info_header = info_element.len() - info.len();
+
+        let seek_head_len = if self.opts.seekable {
+            4 + 1 + 4 * SEEK_LEN
+        } else {
+            0
+        };
+        let info_at = segment_data + seek_head_len as u64;
+        let tracks_at = info_at + info_element.len() as u64;
+        let mut cues_seek_at = 0;
+        let mut tags_seek_at = 0;
+        if self.opts.seekable {
+            let mut seeks = Vec::new();
+            seeks.extend(seek(id::INFO, info_at - segment_data));
+            seeks.extend(seek(id::TRACKS, tracks_at - segment_data));
+            let seeks_at = segment_data + 5;
+            cues_seek_at = seeks_at + seeks.len() as u64;
+            seeks.extend(void_seek());
+            tags_seek_at = seeks_at + seeks.len() as u64;
+            seeks.extend(void_seek());
+            ebml::write_element(&mut self.out, id::SEEK_HEAD, &seeks);
+        }
+        let duration_at = info_at + (info_header + duration_in_info) as u64;
+        self.out.extend_from_slice(&info_element);
+        self.out.extend_from_slice(tracks_element);
+        self.layout = Some(Layout {
+            segment_size_at,
+            segment_data,
+            duration_at,
+            cues_seek_at,
+            tags_seek_at,
+        });
+    }
+
+    /// The file's Tags: the stream and the first and last fragments, for the whole Segment.
+    fn tags(&self) -> Vec<u8> {
+        let mut tag = Vec::new();
+        let mut targets = Vec::new();
+        ebml::write_uint(&mut targets, TARGET_TYPE_VALUE, 50);
+        ebml::write_element(&mut tag, TAG_TARGETS, &targets);
+        let (name, value) = &self.opts.stream_tag;
+        simple_tag(&mut tag, name, value);
+        let c = &self.committed;
+        simple_tag(&mut tag, "KVS_FRAGMENTS", &c.fragments.to_string());
+        for (which, f) in [("FIRST", &c.first), ("LAST", &c.last)] {
+            if let Some(f) = f {
+                simple_tag(&mut tag, &format!("KVS_{which}_FRAGMENT_NUMBER"), &f.number);
+                simple_tag(
+                    &mut tag,
+                    &format!("KVS_{which}_SERVER_TIMESTAMP"),
+                    &seconds(f.server_ms),
+                );
+                simple_tag(
+                    &mut tag,
+                    &format!("KVS_{which}_PRODUCER_TIMESTAMP"),
+                    &seconds(f.producer_ms),
+                );
+            }
+        }
+        let mut tags = Vec::new();
+        ebml::write_element(&mut tags, id::TAG, &tag);
+        tags
+    }
+}
+
+/// Bytes of one Seek entry: 4-byte ID and 8-byte position, always the same length.
+const SEEK_LEN: usize = 2 + 1 + (2 + 1 + 4) + (2 + 1 + 8);
+
+fn seek(target: u32, position: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    ebml::write_element(&mut body, id::SEEK_ID, &target.to_be_bytes());
+    ebml::write_element(&mut body, id::SEEK_POSITION, &position.to_be_bytes());
+    let mut out = Vec::new();
+    ebml::write_element(&mut out, id::SEEK, &body);
+    debug_assert_eq!(out.len(), SEEK_LEN);
+    out
+}
+
+/// A Void the size of a Seek entry: holds the place of one that may not be needed.
+fn void_seek() -> Vec<u8> {
+    let mut out = Vec::new();
+    ebml::write_element(&mut out, id::VOID, &[0; SEEK_LEN - 2]);
+    out
+}
+
+fn simple_tag(out: &mut Vec<u8>, name: &str, value: &str) {
+    let mut body = Vec::new();
+    ebml::write_string(&mut body, id::TAG_NAME, name);
+    ebml::write_string(&mut body, id::TAG_STRING, value);
+    ebml::write_element(out, id::SIMPLE_TAG, &body);
+}
+
+/// Milliseconds as KVS writes seconds: `1511852109.126`.
+fn seconds(ms: Millis) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
