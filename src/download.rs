@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use mkv::span::Span;
+use mkv::tracks::Track;
 use mkv::{Event, Finish, Fragment, Parser};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -11,7 +13,7 @@ use tokio::time::Instant;
 use crate::aws::{Failure, MediaBody, MediaSource, Selector};
 use crate::config::{Clock, Config, End, Start};
 use crate::error::Error;
-use crate::output::Writer;
+use crate::output::{Accept, Writer};
 use crate::progress::{Report, Reporter, Summary};
 
 /// A terminating signal, as delivered through the shutdown channel.
@@ -156,8 +158,11 @@ pub struct Download<'a, S: MediaSource> {
     last: Option<Fragment>,
     /// Inside a fragment that is not written (already written before a reconnect).
     skipping: bool,
-    /// Inside a fragment being written, with its timing so far.
-    current: Option<Timing>,
+    /// The media span of the fragment being written.
+    span: Option<Span>,
+    /// TimestampScale and tracks of the chunk being read.
+    chunk_scale: u64,
+    chunk_tracks: Vec<Track>,
     first_producer_ms: Option<i64>,
     media_end_ms: Option<i64>,
     last_fragment_at: Instant,
@@ -166,30 +171,6 @@ pub struct Download<'a, S: MediaSource> {
     rng: u64,
     summary: Summary,
     committed_at_start: u64,
-}
-
-/// Media timing of the fragment being written, from its clusters and blocks.
-#[derive(Debug, Clone, Copy, Default)]
-struct Timing {
-    producer_ms: i64,
-    timecode_scale: u64,
-    cluster: Option<u64>,
-    first_cluster: Option<u64>,
-    /// Latest and second-latest block times, in ticks since the first cluster.
-    latest: Option<i64>,
-    before_latest: Option<i64>,
-}
-
-impl Timing {
-    /// Where the fragment's media ends: its start plus the last block's offset plus one frame.
-    fn end_ms(&self) -> i64 {
-        let ms = |ticks: i64| ticks.saturating_mul(self.timecode_scale as i64) / 1_000_000;
-        match (self.latest, self.before_latest) {
-            (Some(l), Some(b)) => self.producer_ms + ms(l) + ms(l - b),
-            (Some(l), None) => self.producer_ms + ms(l),
-            _ => self.producer_ms,
-        }
-    }
 }
 
 impl<'a, S: MediaSource> Download<'a, S> {
@@ -211,7 +192,9 @@ impl<'a, S: MediaSource> Download<'a, S> {
             pacing,
             last: None,
             skipping: false,
-            current: None,
+            span: None,
+            chunk_scale: 1_000_000,
+            chunk_tracks: Vec::new(),
             first_producer_ms: None,
             media_end_ms: None,
             last_fragment_at: Instant::now(),
@@ -420,8 +403,16 @@ impl<'a, S: MediaSource> Download<'a, S> {
         }
     }
 
+    /// Reports the files a segmenting writer finished.
+    fn report_closed(&mut self) {
+        for file in self.writer.take_closed() {
+            self.summary.files += 1;
+            self.reporter.report(&Report::File(file));
+        }
+    }
+
     fn discard(&mut self) -> Result<(), Error> {
-        self.current = None;
+        self.span = None;
         self.skipping = false;
         self.writer
             .discard()
@@ -459,6 +450,10 @@ impl<S: MediaSource> Download<'_, S> {
         let io = |e| Error::io("writing the output", e);
         cursor.route_to(&mut *s.writer, at)?;
         match &event {
+            Event::Info { timecode_scale } => s.chunk_scale = *timecode_scale,
+            Event::Tracks(tracks) => {
+                s.chunk_tracks = mkv::tracks::parse(tracks).unwrap_or_default()
+            }
             Event::FragmentStart(f) => {
                 if s.last
                     .as_ref()
@@ -472,46 +467,36 @@ impl<S: MediaSource> Download<'_, S> {
                 if reached_end(s.cfg, f) {
                     return Ok(Handled::Stop(Stopped::End));
                 }
-                s.current = Some(Timing {
-                    producer_ms: f.producer_ms,
-                    timecode_scale: 1_000_000,
-                    ..Timing::default()
-                });
-            }
-            Event::Info { timecode_scale } => {
-                if let Some(t) = s.current.as_mut() {
-                    t.timecode_scale = *timecode_scale;
+                if s.writer.accept(f).map_err(io)? == Accept::TrackChange {
+                    return Ok(Handled::Stop(Stopped::TrackChange {
+                        fragment: f.number.clone(),
+                    }));
                 }
+                s.report_closed();
+                s.span = Some(Span::new(&s.chunk_tracks, s.chunk_scale));
             }
             Event::Cluster { timecode } => {
-                if let Some(t) = s.current.as_mut() {
-                    t.cluster = Some(*timecode);
-                    t.first_cluster.get_or_insert(*timecode);
+                if let Some(span) = s.span.as_mut() {
+                    span.cluster(*timecode);
                 }
             }
             Event::BlockStart(b) => {
-                if let Some(t) = s.current.as_mut()
-                    && let (Some(c), Some(first)) = (t.cluster, t.first_cluster)
-                {
-                    let ticks = c as i64 - first as i64 + i64::from(b.timecode);
-                    if t.latest.is_none_or(|l| ticks > l) {
-                        t.before_latest = t.latest;
-                        t.latest = Some(ticks);
-                    }
+                if let Some(span) = s.span.as_mut() {
+                    span.block(b.track, b.timecode);
                 }
             }
-            Event::FragmentEnd(f) if s.skipping => {
+            Event::FragmentEnd(_) if s.skipping => {
                 s.skipping = false;
                 s.writer.event(&event).map_err(io)?;
-                let _ = f;
                 return Ok(Handled::Continue);
             }
             Event::FragmentEnd(f) => {
                 let before = s.writer.committed();
                 s.writer.event(&event).map_err(io)?;
-                let timing = s.current.take().unwrap_or_default();
+                let length = s.span.take().map_or(0, |span| span.length());
+                let length_ms = (i128::from(length) * i128::from(s.chunk_scale) / 1_000_000) as i64;
                 let first = *s.first_producer_ms.get_or_insert(f.producer_ms);
-                let end = timing.end_ms().max(s.media_end_ms.unwrap_or(i64::MIN));
+                let end = (f.producer_ms + length_ms).max(s.media_end_ms.unwrap_or(i64::MIN));
                 s.media_end_ms = Some(end);
                 let bytes = s.writer.committed() - before;
                 s.summary.fragments += 1;

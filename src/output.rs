@@ -1,4 +1,5 @@
-//! Turning the parsed body into output: the [`Writer`] seam and the `--format raw` writer.
+//! Turning the parsed body into output: the [`Writer`] seam, the `--format raw` copier and the
+//! `--format mkv` remuxer (with `--segment` files).
 //!
 //! The download loop hands a writer every body byte, in order and cut at event boundaries,
 //! followed by the event those bytes complete. A fragment the loop does not want (one already
@@ -7,13 +8,27 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use mkv::Event;
+use mkv::{Event, Fragment, Muxer, Refusal};
 
-use crate::sink::Sink;
+use crate::progress::FileReport;
+use crate::sink::{FileSink, Sink};
+
+/// Whether a fragment can be written where the output stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Yes,
+    /// Its tracks differ from the file's and no new file may be started.
+    TrackChange,
+}
 
 /// Writes fragments to a [`Sink`], committing each one when it is whole.
 pub trait Writer {
+    /// Asked at each fragment's start, after its chunk's headers were seen and before its
+    /// `FragmentStart`: may the fragment be written? A segmenting writer starts its next file
+    /// here.
+    fn accept(&mut self, fragment: &Fragment) -> io::Result<Accept>;
     /// Body bytes up to the next event, exactly as received.
     fn body(&mut self, data: &[u8]) -> io::Result<()>;
     /// A parser event, after the bytes that complete it.
@@ -24,8 +39,10 @@ pub trait Writer {
     fn discard(&mut self) -> io::Result<()>;
     /// Output bytes of whole fragments so far.
     fn committed(&self) -> u64;
-    /// Completes the output; returns the final path when a file was written.
-    fn finish(self: Box<Self>) -> io::Result<Option<PathBuf>>;
+    /// Files finished since the last call (segments closed during the run).
+    fn take_closed(&mut self) -> Vec<FileReport>;
+    /// Completes the output; returns the last file, when one was written.
+    fn finish(self: Box<Self>) -> io::Result<Option<FileReport>>;
 }
 
 /// Bytes held between fragments before a decision is made; a chunk's headers are far smaller.
@@ -40,6 +57,7 @@ pub struct RawWriter {
     /// Bytes since the last fragment: the next chunk's headers, until its fragment starts.
     hold: Vec<u8>,
     state: RawState,
+    report: FileReport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +76,16 @@ impl RawWriter {
             sink,
             hold: Vec::new(),
             state: RawState::Holding,
+            report: FileReport::default(),
         }
     }
 }
 
 impl Writer for RawWriter {
+    fn accept(&mut self, _: &Fragment) -> io::Result<Accept> {
+        Ok(Accept::Yes)
+    }
+
     fn body(&mut self, data: &[u8]) -> io::Result<()> {
         match self.state {
             RawState::Writing => return self.sink.write(data),
@@ -100,9 +123,10 @@ impl Writer for RawWriter {
                 // A cluster without KVS tags is not a fragment.
                 self.state = RawState::Dropping;
             }
-            Event::FragmentEnd(_) => {
+            Event::FragmentEnd(f) => {
                 if self.state == RawState::Writing {
                     self.sink.commit()?;
+                    self.report.add(f);
                 }
                 self.hold.clear();
                 self.state = RawState::Holding;
@@ -131,7 +155,174 @@ impl Writer for RawWriter {
         self.sink.committed()
     }
 
-    fn finish(self: Box<Self>) -> io::Result<Option<PathBuf>> {
-        self.sink.finish()
+    fn take_closed(&mut self) -> Vec<FileReport> {
+        Vec::new()
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<Option<FileReport>> {
+        let bytes = self.sink.committed();
+        let path = self.sink.finish()?;
+        Ok((bytes > 0).then_some(FileReport {
+            path,
+            bytes,
+            ..self.report
+        }))
+    }
+}
+
+/// `--segment`: a new file every `every` of media (and at track changes), named from a
+/// template.
+pub struct Segments {
+    pub template: String,
+    pub every: Duration,
+    pub force: bool,
+    /// Expands the template for a segment's first fragment.
+    pub name: Box<dyn Fn(&str, &Fragment) -> io::Result<PathBuf>>,
+}
+
+/// `--format mkv`: the fragments remuxed into clean Matroska files.
+pub struct MkvWriter {
+    muxer: Muxer,
+    segments: Option<Segments>,
+    /// The current file's sink; with segments, opened at each file's first fragment.
+    sink: Option<Box<dyn Sink>>,
+    closed: Vec<FileReport>,
+    closed_bytes: u64,
+}
+
+impl MkvWriter {
+    /// One file (or stdout) for the whole run.
+    pub fn single(sink: Box<dyn Sink>, options: mkv::Options) -> Self {
+        MkvWriter {
+            muxer: Muxer::new(options),
+            segments: None,
+            sink: Some(sink),
+            closed: Vec::new(),
+            closed_bytes: 0,
+        }
+    }
+
+    /// A file per segment.
+    pub fn segmented(segments: Segments, options: mkv::Options) -> Self {
+        MkvWriter {
+            muxer: Muxer::new(options),
+            segments: Some(segments),
+            sink: None,
+            closed: Vec::new(),
+            closed_bytes: 0,
+        }
+    }
+
+    /// Moves the muxer's output into the sink.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(());
+        };
+        self.muxer.drain(|bytes, patches| {
+            sink.write(bytes)?;
+            for p in patches {
+                sink.patch(p.offset, &p.bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Completes the current file, if one is open.
+    fn close(&mut self) -> io::Result<Option<FileReport>> {
+        if self.sink.is_none() {
+            return Ok(None);
+        }
+        self.sink.as_mut().expect("checked").rollback()?;
+        let wrote = self.muxer.finish();
+        self.flush()?;
+        let mut sink = self.sink.take().expect("checked");
+        sink.commit()?;
+        let bytes = sink.committed();
+        let path = sink.finish()?;
+        if !wrote {
+            return Ok(None);
+        }
+        let (first, last) = self.muxer.first_last();
+        Ok(Some(FileReport {
+            path,
+            fragments: self.muxer.fragments(),
+            bytes,
+            media_duration_ms: self.muxer.duration_ms(),
+            first_fragment: first.map(|f| f.number.clone()),
+            last_fragment: last.map(|f| f.number.clone()),
+            non_monotonic_timestamps: self.muxer.non_monotonic(),
+        }))
+    }
+}
+
+impl Writer for MkvWriter {
+    fn accept(&mut self, fragment: &Fragment) -> io::Result<Accept> {
+        let fits = match self.muxer.accepts(self.muxer.chunk_tracks()) {
+            Ok(()) => true,
+            Err(Refusal::TracksChanged) => false,
+            Err(Refusal::BadTracks(why)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("fragment {} has unreadable Tracks: {why}", fragment.number),
+                ));
+            }
+        };
+        let Some(segments) = &self.segments else {
+            return Ok(if fits {
+                Accept::Yes
+            } else {
+                Accept::TrackChange
+            });
+        };
+        let full = self.muxer.fragments() > 0
+            && self.muxer.duration_ms() >= segments.every.as_millis() as u64;
+        if self.sink.is_none() || !fits || full {
+            let path = (segments.name)(&segments.template, fragment)?;
+            let sink = FileSink::new(&path, segments.force)?;
+            if let Some(report) = self.close()? {
+                self.closed_bytes += report.bytes;
+                self.closed.push(report);
+            }
+            self.muxer = self.muxer.next_file();
+            self.sink = Some(Box::new(sink));
+        }
+        Ok(Accept::Yes)
+    }
+
+    fn body(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn event(&mut self, event: &Event<'_>) -> io::Result<()> {
+        self.muxer.event(event).map_err(|r| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("cannot remux: {r:?}"))
+        })?;
+        self.flush()?;
+        if let (Event::FragmentEnd(_), Some(sink)) = (event, self.sink.as_mut()) {
+            sink.commit()?;
+        }
+        Ok(())
+    }
+
+    fn skip_fragment(&mut self) {}
+
+    fn discard(&mut self) -> io::Result<()> {
+        self.muxer.discard();
+        match self.sink.as_mut() {
+            Some(sink) => sink.rollback(),
+            None => Ok(()),
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.closed_bytes + self.sink.as_ref().map_or(0, |s| s.committed())
+    }
+
+    fn take_closed(&mut self) -> Vec<FileReport> {
+        std::mem::take(&mut self.closed)
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<Option<FileReport>> {
+        self.close()
     }
 }

@@ -49,6 +49,17 @@ pub struct FileReport {
     pub media_duration_ms: u64,
     pub first_fragment: Option<String>,
     pub last_fragment: Option<String>,
+    pub non_monotonic_timestamps: u64,
+}
+
+impl FileReport {
+    /// Counts a fragment written to this file.
+    pub fn add(&mut self, fragment: &mkv::Fragment) {
+        self.fragments += 1;
+        self.first_fragment
+            .get_or_insert_with(|| fragment.number.clone());
+        self.last_fragment = Some(fragment.number.clone());
+    }
 }
 
 /// The totals a run ends with.

@@ -4,13 +4,17 @@ use std::io::IsTerminal;
 
 use tokio::sync::watch;
 
-use crate::aws::{Kvs, MediaSource};
+use crate::aws::Kvs;
 use crate::cli::Cli;
-use crate::config::{Config, Env, Format, Target};
+use std::path::PathBuf;
+
+use mkv::Fragment;
+
+use crate::config::{Clock, Config, Env, Format, StreamId, Target};
 use crate::download::{Download, Pacing, Signal};
 use crate::error::Error;
-use crate::output::{RawWriter, Writer};
-use crate::progress::{self, FileReport, Report};
+use crate::output::{MkvWriter, RawWriter, Segments, Writer};
+use crate::progress::{self, Report};
 use crate::sink::{FileSink, Sink, StdoutSink};
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
@@ -47,29 +51,42 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
     .run()
     .await;
     // Whatever ended the run, what was committed is whole fragments: make it final.
-    let fragments_written = writer.committed() > 0;
-    let finished = writer.finish();
+    let mut files = writer.take_closed();
+    let last = writer.finish();
     let (stopped, mut summary) = result?;
-    let path = finished.map_err(|e| Error::io("finishing the output", e))?;
-    if path.is_some() || fragments_written {
-        summary.files = 1;
-    }
-    let _ = source.region();
-    if let Some(path) = path {
-        reporter.report(&Report::File(FileReport {
-            path: Some(path),
-            fragments: summary.fragments,
-            bytes: summary.bytes,
-            media_duration_ms: summary.media_duration_ms,
-            ..FileReport::default()
-        }));
+    files.extend(last.map_err(|e| Error::io("finishing the output", e))?);
+    for file in files {
+        summary.files += 1;
+        summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
+        reporter.report(&Report::File(file));
     }
     reporter.report(&Report::Done(summary));
     Ok(stopped.exit_code())
 }
 
-/// The writer for `--format` over the sink for `-o`.
+/// The writer for `--format`, over the sink for `-o`.
 fn writer(cfg: &Config) -> Result<Box<dyn Writer>, Error> {
+    let options = mkv::Options {
+        seekable: matches!(cfg.output.target, Target::File(_)),
+        app: format!("kvs-dl {}", env!("CARGO_PKG_VERSION")),
+        stream_tag: match &cfg.stream {
+            StreamId::Arn(arn) => ("KVS_STREAM_ARN".into(), arn.clone()),
+            StreamId::Name(name) => ("KVS_STREAM_NAME".into(), name.clone()),
+        },
+    };
+    if let (Some(every), Target::File(path)) = (cfg.output.segment, &cfg.output.target) {
+        let stream = stream_name(&cfg.stream).to_owned();
+        let clock = cfg.clock;
+        let segments = Segments {
+            template: path.to_string_lossy().into_owned(),
+            every,
+            force: cfg.output.force,
+            name: Box::new(move |template, fragment| {
+                segment_name(template, &stream, clock, fragment)
+            }),
+        };
+        return Ok(Box::new(MkvWriter::segmented(segments, options)));
+    }
     let sink: Box<dyn Sink> = match &cfg.output.target {
         Target::Stdout => Box::new(StdoutSink::new(std::io::stdout())),
         Target::File(path) => Box::new(FileSink::new(path, cfg.output.force).map_err(|e| {
@@ -83,13 +100,43 @@ fn writer(cfg: &Config) -> Result<Box<dyn Writer>, Error> {
             }
         })?),
     };
-    match cfg.output.format {
-        Format::Raw => Ok(Box::new(RawWriter::new(sink))),
-        Format::Mkv => Err(Error::usage(
-            "--format mkv is not available yet",
-            Some("use --format raw".into()),
-        )),
+    Ok(match cfg.output.format {
+        Format::Raw => Box::new(RawWriter::new(sink)),
+        Format::Mkv => Box::new(MkvWriter::single(sink, options)),
+    })
+}
+
+/// The stream's name, also when it was given as an ARN (`arn:...:stream/NAME/123`).
+fn stream_name(stream: &StreamId) -> &str {
+    match stream {
+        StreamId::Name(name) => name,
+        StreamId::Arn(arn) => arn.rsplit('/').nth(1).unwrap_or(arn),
     }
+}
+
+/// A `--segment` file name: `{stream}`, `{fragment}` and strftime fields of the first
+/// fragment's time (on the `--timestamp-type` clock), in UTC.
+fn segment_name(
+    template: &str,
+    stream: &str,
+    clock: Clock,
+    fragment: &Fragment,
+) -> std::io::Result<PathBuf> {
+    let ms = match clock {
+        Clock::Server => fragment.server_ms,
+        Clock::Producer => fragment.producer_ms,
+    };
+    let time = jiff::Timestamp::from_millisecond(ms).map_err(std::io::Error::other)?;
+    let named = template
+        .replace("{stream}", stream)
+        .replace("{fragment}", &fragment.number);
+    let expanded = jiff::fmt::strtime::format(&named, time).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("cannot expand the file name template {template:?}: {e}"),
+        )
+    })?;
+    Ok(PathBuf::from(expanded))
 }
 
 /// SIGINT and SIGTERM: the first asks the download to finish cleanly, a second exits at once.

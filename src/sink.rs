@@ -27,8 +27,8 @@ pub trait Sink {
     fn rollback(&mut self) -> io::Result<()>;
     /// Bytes committed so far.
     fn committed(&self) -> u64;
-    /// Overwrites committed bytes at `offset` (the remuxer patches sizes and the duration in
-    /// place). Outputs that cannot seek return `Unsupported`.
+    /// Overwrites bytes already written at `offset` (the remuxer patches sizes and the
+    /// duration in place). Outputs that cannot seek return `Unsupported`.
     fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Drops the uncommitted rest and makes the committed bytes final. Returns the final path
     /// when a file was written.
@@ -139,7 +139,10 @@ impl Sink for FileSink {
 
     fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset + data.len() as u64;
-        assert!(end <= self.committed, "patching uncommitted bytes");
+        assert!(
+            end <= self.file_len + self.buf.len() as u64,
+            "patching unwritten bytes"
+        );
         if offset >= self.file_len {
             let at = (offset - self.file_len) as usize;
             self.buf[at..at + data.len()].copy_from_slice(data);

@@ -160,6 +160,15 @@ impl Muxer {
         Ok(())
     }
 
+    /// A muxer for the next file, which goes on reading the chunk this one is in.
+    pub fn next_file(&self) -> Muxer {
+        Muxer {
+            chunk_scale: self.chunk_scale,
+            chunk_tracks: self.chunk_tracks.clone(),
+            ..Muxer::new(self.opts.clone())
+        }
+    }
+
     /// The Tracks element of the chunk being read.
     pub fn chunk_tracks(&self) -> &[u8] {
         &self.chunk_tracks
