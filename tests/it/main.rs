@@ -1,0 +1,4 @@
+//! kvs-dl end to end: the real binary, through the real AWS SDK, against `kvs-emu` on loopback.
+
+mod download;
+mod support;
