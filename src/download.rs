@@ -53,7 +53,7 @@ impl Stopped {
     pub fn describe(&self) -> String {
         match self {
             Stopped::End => "reached --end".into(),
-            Stopped::CaughtUp => "caught up with the live edge before --end".into(),
+            Stopped::CaughtUp => "caught up with the live edge (nothing newer before --end)".into(),
             Stopped::Duration => "reached --duration".into(),
             Stopped::MaxFragments => "reached --max-fragments".into(),
             Stopped::MaxBytes => "reached --max-bytes".into(),
@@ -171,6 +171,7 @@ pub struct Download<'a, S: MediaSource> {
     rng: u64,
     summary: Summary,
     committed_at_start: u64,
+    started: Instant,
 }
 
 impl<'a, S: MediaSource> Download<'a, S> {
@@ -203,6 +204,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
             rng: seed(),
             summary: Summary::default(),
             committed_at_start,
+            started: Instant::now(),
         }
     }
 
@@ -421,6 +423,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
 
     fn stopped(&mut self, stop: Stopped) -> (Stopped, Summary) {
         let summary = Summary {
+            wall_ms: self.started.elapsed().as_millis() as u64,
             reason: stop.describe(),
             exit_code: stop.exit_code(),
             ..self.summary.clone()

@@ -27,9 +27,11 @@ impl World {
     }
 
     pub fn with(config: Config) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("home")).unwrap();
         World {
             emu: Emulator::start(config).expect("emulator starts"),
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
         }
     }
 
@@ -42,7 +44,6 @@ impl World {
     pub fn kvs_dl(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvs-dl"));
         let home = self.dir.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
         cmd.env_clear()
             .env("HOME", &home)
             .env("AWS_ACCESS_KEY_ID", kvs_emu::ACCESS_KEY)
