@@ -249,10 +249,11 @@ fn the_endpoint_can_come_from_aws_endpoint_url() {
 #[test]
 fn credentials_and_region_from_a_named_profile() {
     let w = World::new(vec![Stream { region: "eu-west-1".into(), ..archive("cam", 2) }]);
-    let home = w.path("home");
-    std::fs::write(home.join("config"), "[profile cams]\nregion = eu-west-1\n").unwrap();
+    let aws = w.path("home/.aws");
+    std::fs::create_dir(&aws).unwrap();
+    std::fs::write(aws.join("config"), "[profile cams]\nregion = eu-west-1\n").unwrap();
     std::fs::write(
-        home.join("credentials"),
+        aws.join("credentials"),
         format!("[cams]\naws_access_key_id = {}\naws_secret_access_key = {}\n", kvs_emu::ACCESS_KEY, kvs_emu::SECRET_KEY),
     )
     .unwrap();

@@ -1,4 +1,5 @@
 //! kvs-dl end to end: the real binary, through the real AWS SDK, against `kvs-emu` on loopback.
 
 mod download;
+mod errors;
 mod support;

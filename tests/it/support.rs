@@ -39,7 +39,7 @@ impl World {
         self.dir.path().join(name)
     }
 
-    /// `kvs-dl` with dummy credentials, no profile files, no metadata service, the emulator's
+    /// `kvs-dl` with dummy credentials, an empty home (no ~/.aws), no metadata service, the emulator's
     /// endpoint and fast backoff. Add the stream and output flags.
     pub fn kvs_dl(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvs-dl"));
@@ -50,8 +50,6 @@ impl World {
             .env("AWS_SECRET_ACCESS_KEY", kvs_emu::SECRET_KEY)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", home.join("config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
             .env("KVS_DL_BACKOFF_SCALE", "0.01")
             .arg("--endpoint-url")
             .arg(self.emu.endpoint())
