@@ -1,0 +1,145 @@
+//! What the emulator serves: credentials, ports, and the streams with their fragments, clocks,
+//! limits and scripted faults.
+
+use std::time::Duration;
+
+use crate::faults::CallFault;
+use crate::fragment::StoredFragment;
+
+/// The access key the emulator accepts unless told otherwise.
+pub const ACCESS_KEY: &str = "AKIDKVSEMULATOR";
+/// The secret key that goes with [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "kvs-emu-secret";
+
+/// The emulator's configuration. `Config::default()` has the default keys, signature checks on,
+/// OS-chosen ports and no streams.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub access_key: String,
+    pub secret_key: String,
+    /// Check every request's SigV4 signature (off for clients that cannot sign, e.g. curl).
+    pub verify_signatures: bool,
+    /// Append the service namespace to `x-amzn-ErrorType` (`Name:https://…`), as AWS sometimes
+    /// does, to test that a client strips it.
+    pub namespaced_error_types: bool,
+    pub streams: Vec<Stream>,
+    /// Control-plane port (GetDataEndpoint); 0: any free port.
+    pub control_port: u16,
+    /// Data-plane port (GetMedia); 0: any free port.
+    pub data_port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+            verify_signatures: true,
+            namespaced_error_types: false,
+            streams: Vec::new(),
+            control_port: 0,
+            data_port: 0,
+        }
+    }
+}
+
+/// One Kinesis video stream.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// 1 to 256 characters of `[a-zA-Z0-9_.-]`.
+    pub name: String,
+    /// Goes into the ARN.
+    pub region: String,
+    /// In ingestion order.
+    pub fragments: Vec<StoredFragment>,
+    /// `None`: an archive, every fragment stored from the start.
+    pub live: Option<Live>,
+    /// What happens to GetMedia call 0, 1, 2… on this stream (as numbered in the request log);
+    /// calls past the end of the list are served normally.
+    pub faults: Vec<CallFault>,
+    /// Refuse more than 5 GetMedia calls per second (ClientLimitExceededException) and more
+    /// than 3 open GetMedia bodies (ConnectionLimitExceededException), like the service.
+    pub enforce_limits: bool,
+    /// Fragments whose server timestamp is further than this behind the stream's clock are
+    /// gone (the stream's clock: the end of its last fragment for an archive, the live clock
+    /// otherwise).
+    pub retention_ms: Option<u64>,
+    /// A GetMedia body ends (cleanly) after this long without a new fragment to send; the
+    /// service's is 3 s.
+    pub idle_close: Duration,
+    /// A GetMedia body ends (cleanly, possibly mid-fragment) this long after the call, standing
+    /// in for the service's ~45-minute cut.
+    pub max_session: Option<Duration>,
+}
+
+/// How a live stream receives its fragments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Live {
+    /// Fragment `k` arrives `(server_ms[k] − server_ms[backlog]) / speed` after the emulator
+    /// starts; at least 1.
+    pub speed: f64,
+    /// How many fragments the stream already held before the emulator started; the next one
+    /// arrives at the start.
+    pub backlog: usize,
+}
+
+impl Stream {
+    /// A stream with all its fragments stored, no faults and the service's limits off.
+    pub fn archive(name: impl Into<String>, fragments: Vec<StoredFragment>) -> Stream {
+        Stream {
+            name: name.into(),
+            region: "us-east-1".into(),
+            fragments,
+            live: None,
+            faults: Vec::new(),
+            enforce_limits: false,
+            retention_ms: None,
+            idle_close: Duration::from_secs(3),
+            max_session: None,
+        }
+    }
+
+    /// A stream whose first fragment arrives when the emulator starts and the others on their
+    /// server clock, `speed` times faster than real time.
+    pub fn live(name: impl Into<String>, fragments: Vec<StoredFragment>, speed: f64) -> Stream {
+        Stream {
+            live: Some(Live { speed, backlog: 0 }),
+            ..Stream::archive(name, fragments)
+        }
+    }
+
+    /// `arn:aws:kinesisvideo:<region>:123456789012:stream/<name>/1700000000000`.
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:kinesisvideo:{}:123456789012:stream/{}/1700000000000",
+            self.region, self.name
+        )
+    }
+
+    /// Why the stream cannot be served, if it cannot.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !is_stream_name(&self.name) {
+            return Err(format!(
+                "stream name {:?} must be 1 to 256 characters of [a-zA-Z0-9_.-]",
+                self.name
+            ));
+        }
+        if let Some(live) = &self.live
+            && !(live.speed.is_finite() && live.speed >= 1.0)
+        {
+            return Err(format!(
+                "stream {}: live speed {} must be at least 1",
+                self.name, live.speed
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The service's StreamName constraint.
+pub(crate) fn is_stream_name(name: &str) -> bool {
+    (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}

@@ -1,0 +1,156 @@
+//! Error answers in the AWS rest-json shape: status, `x-amzn-ErrorType`, `x-amzn-RequestId` and
+//! `{"Message": …}` (kvs-protocol.md §1, §3.3).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::sigv4::{AuthError, SERVICE};
+
+/// The namespace AWS sometimes appends to the error type.
+const NAMESPACE: &str = "https://kinesisvideo.amazonaws.com/doc/2017-09-30/";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The exception name, e.g. `ResourceNotFoundException`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "The requested stream is not found or not active.",
+        )
+    }
+
+    pub fn client_limit(stream: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ClientLimitExceededException",
+            format!(
+                "Limit exceeded on number of requests for GetMedia API for resource '{stream}'"
+            ),
+        )
+    }
+
+    pub fn connection_limit(stream: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ConnectionLimitExceededException",
+            format!(
+                "Limit exceeded on number of connections for GetMedia API for resource '{stream}'"
+            ),
+        )
+    }
+
+    pub fn not_authorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "NotAuthorizedException",
+            "The caller is not authorized to perform this operation, or the token has expired.",
+        )
+    }
+
+    /// The data endpoint is not (or no longer) the right one: ask GetDataEndpoint again.
+    pub fn invalid_endpoint() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidEndpointException",
+            "Caller used wrong endpoint. Call GetDataEndpoint and use the endpoint it returns.",
+        )
+    }
+
+    /// An operation sent to the other plane's endpoint. AWS's text for it is documented; its
+    /// status and type are not, so this uses the modeled "wrong endpoint" error.
+    pub fn wrong_plane() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidEndpointException",
+            "Unable to determine service/operation name to be authorized",
+        )
+    }
+
+    pub fn unknown_operation() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "The operation is not supported by this endpoint.",
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "The request processing has failed because of an unknown error, exception or failure.",
+        )
+    }
+
+    /// The answer, with the request's id; `namespaced` appends the service namespace to the type.
+    pub fn response(&self, request_id: &str, namespaced: bool) -> Response {
+        let kind = if namespaced {
+            format!("{}:{NAMESPACE}", self.kind)
+        } else {
+            self.kind.to_owned()
+        };
+        let body = serde_json::json!({ "Message": self.message }).to_string();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in [
+            ("x-amzn-errortype", kind.as_str()),
+            ("x-amzn-requestid", request_id),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let forbidden = |kind, message: &str| Self::new(StatusCode::FORBIDDEN, kind, message);
+        match e {
+            AuthError::Missing => forbidden(
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            ),
+            AuthError::Malformed(why) => {
+                Self::new(StatusCode::BAD_REQUEST, "IncompleteSignatureException", why)
+            }
+            AuthError::UnknownKey => forbidden(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ),
+            AuthError::WrongService => forbidden(
+                "InvalidSignatureException",
+                &format!("Credential should be scoped to correct service: '{SERVICE}'. "),
+            ),
+            AuthError::Mismatch => forbidden(
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the signature you provided. \
+                 Check your AWS Secret Access Key and signing method.",
+            ),
+        }
+    }
+}
