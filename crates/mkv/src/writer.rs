@@ -54,13 +54,62 @@ pub enum Refusal {
 }
 
 /// Where in the output the values patched at the end live.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     segment_size_at: u64,
     segment_data: u64,
     duration_at: u64,
     cues_seek_at: u64,
     tags_seek_at: u64,
+}
+
+/// Length of the SeekHead a seekable file starts with: four entries of [`SEEK_LEN`].
+const SEEK_HEAD_LEN: u64 = 4 + 1 + 4 * SEEK_LEN as u64;
+
+impl Layout {
+    /// The layout of every seekable file this writer starts at offset 0.
+    const FIXED: Layout = {
+        let header = EBML_HEADER_LEN as u64;
+        let segment_data = header + 4 + 8;
+        let seeks = segment_data + 5;
+        Layout {
+            segment_size_at: header + 4,
+            segment_data,
+            duration_at: segment_data + SEEK_HEAD_LEN + 4 + 8 + 3,
+            cues_seek_at: seeks + 2 * SEEK_LEN as u64,
+            tags_seek_at: seeks + 3 * SEEK_LEN as u64,
+        }
+    };
+
+    /// The same layout for a file starting at `start`.
+    fn at(self, start: u64) -> Layout {
+        Layout {
+            segment_size_at: self.segment_size_at + start,
+            segment_data: self.segment_data + start,
+            duration_at: self.duration_at + start,
+            cues_seek_at: self.cues_seek_at + start,
+            tags_seek_at: self.tags_seek_at + start,
+        }
+    }
+}
+
+/// Length of [`ebml_header`].
+const EBML_HEADER_LEN: usize = 40;
+
+/// The EBML header of every file this writer makes.
+fn ebml_header() -> Vec<u8> {
+    let mut header = Vec::new();
+    ebml::write_uint(&mut header, id::EBML_VERSION, 1);
+    ebml::write_uint(&mut header, id::EBML_READ_VERSION, 1);
+    ebml::write_uint(&mut header, id::EBML_MAX_ID_LENGTH, 4);
+    ebml::write_uint(&mut header, id::EBML_MAX_SIZE_LENGTH, 8);
+    ebml::write_string(&mut header, id::DOC_TYPE, "matroska");
+    ebml::write_uint(&mut header, id::DOC_TYPE_VERSION, 4);
+    ebml::write_uint(&mut header, id::DOC_TYPE_READ_VERSION, 2);
+    let mut out = Vec::new();
+    ebml::write_element(&mut out, id::EBML, &header);
+    debug_assert_eq!(out.len(), EBML_HEADER_LEN);
+    out
 }
 
 /// Per-file state that a discarded fragment must not change.
@@ -411,71 +460,48 @@ impl Muxer {
         }
     }
 
+    /// EBML header, Segment, SeekHead, Info and Tracks. Everything patched later sits at a
+    /// fixed offset (see [`Layout::FIXED`]), so a file cut off by a crash can be finished
+    /// without knowing how it began.
     fn write_headers(&mut self, first: &Fragment, tracks_element: &[u8]) {
         let start = self.position();
-        let mut header = Vec::new();
-        ebml::write_uint(&mut header, id::EBML_VERSION, 1);
-        ebml::write_uint(&mut header, id::EBML_READ_VERSION, 1);
-        ebml::write_uint(&mut header, id::EBML_MAX_ID_LENGTH, 4);
-        ebml::write_uint(&mut header, id::EBML_MAX_SIZE_LENGTH, 8);
-        ebml::write_string(&mut header, id::DOC_TYPE, "matroska");
-        ebml::write_uint(&mut header, id::DOC_TYPE_VERSION, 4);
-        ebml::write_uint(&mut header, id::DOC_TYPE_READ_VERSION, 2);
-        ebml::write_element(&mut self.out, id::EBML, &header);
-
+        self.out.extend_from_slice(&ebml_header());
         ebml::write_id(&mut self.out, id::SEGMENT);
-        let segment_size_at = start + self.out.len() as u64;
         if self.opts.seekable {
             ebml::write_size_fixed(&mut self.out, 0, 8);
         } else {
             self.out
                 .extend_from_slice(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
-        let segment_data = start + self.out.len() as u64;
 
-        // SeekHead: Info and Tracks follow it directly; Cues and Tags are patched at the end.
+        // Info: Duration first, and an 8-byte size, so Duration's offset never varies.
         let mut info = Vec::new();
-        ebml::write_uint(&mut info, id::TIMESTAMP_SCALE, self.scale);
-        let duration_in_info = info.len() + 3;
         ebml::write_float(&mut info, id::DURATION, 0.0);
+        ebml::write_uint(&mut info, id::TIMESTAMP_SCALE, self.scale);
         let date = (i128::from(first.producer_ms - DATE_UTC_ORIGIN_MS) * 1_000_000) as i64;
         ebml::write_element(&mut info, id::DATE_UTC, &date.to_be_bytes());
         ebml::write_string(&mut info, id::MUXING_APP, &self.opts.app);
         ebml::write_string(&mut info, id::WRITING_APP, &self.opts.app);
         let mut info_element = Vec::new();
-        ebml::write_element(&mut info_element, id::INFO, &info);
-        let info_header = info_element.len() - info.len();
+        ebml::write_id(&mut info_element, id::INFO);
+        ebml::write_size_fixed(&mut info_element, info.len() as u64, 8);
+        info_element.extend_from_slice(&info);
 
-        let seek_head_len = if self.opts.seekable {
-            4 + 1 + 4 * SEEK_LEN
-        } else {
-            0
-        };
-        let info_at = segment_data + seek_head_len as u64;
-        let tracks_at = info_at + info_element.len() as u64;
-        let mut cues_seek_at = 0;
-        let mut tags_seek_at = 0;
+        let layout = Layout::FIXED.at(start);
         if self.opts.seekable {
+            // Info and Tracks follow the SeekHead; Cues and Tags are patched in at the end.
+            let info_at = layout.segment_data + SEEK_HEAD_LEN;
+            let tracks_at = info_at + info_element.len() as u64;
             let mut seeks = Vec::new();
-            seeks.extend(seek(id::INFO, info_at - segment_data));
-            seeks.extend(seek(id::TRACKS, tracks_at - segment_data));
-            let seeks_at = segment_data + 5;
-            cues_seek_at = seeks_at + seeks.len() as u64;
+            seeks.extend(seek(id::INFO, info_at - layout.segment_data));
+            seeks.extend(seek(id::TRACKS, tracks_at - layout.segment_data));
             seeks.extend(void_seek());
-            tags_seek_at = seeks_at + seeks.len() as u64;
             seeks.extend(void_seek());
             ebml::write_element(&mut self.out, id::SEEK_HEAD, &seeks);
         }
-        let duration_at = info_at + (info_header + duration_in_info) as u64;
         self.out.extend_from_slice(&info_element);
         self.out.extend_from_slice(tracks_element);
-        self.layout = Some(Layout {
-            segment_size_at,
-            segment_data,
-            duration_at,
-            cues_seek_at,
-            tags_seek_at,
-        });
+        self.layout = Some(layout);
     }
 
     /// The file's Tags: the stream and the first and last fragments, for the whole Segment.
