@@ -11,4 +11,4 @@ pub mod writer;
 pub use parser::{
     Block, BlockKind, Event, Finish, Fragment, Millis, ParseError, Parser, ServiceError,
 };
-pub use writer::{Muxer, Options, Patch, Refusal};
+pub use writer::{Muxer, Options, Patch, Recovery, RecoveryError, Refusal};

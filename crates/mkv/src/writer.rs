@@ -16,7 +16,7 @@
 //! the connection drops in between, [`Muxer::discard`] forgets it (the caller drops the bytes).
 
 use crate::ebml::{self, id};
-use crate::parser::{Block, Event, Fragment, Millis};
+use crate::parser::{Block, Event, Fragment, Millis, Parser};
 use crate::span::Span;
 use crate::tracks::{self, Track};
 
@@ -92,6 +92,9 @@ impl Layout {
         }
     }
 }
+
+/// The 8-byte form of "size unknown", so that the real size can be patched over it.
+const UNKNOWN_SIZE_8: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
 
 /// Length of [`ebml_header`].
 const EBML_HEADER_LEN: usize = 40;
@@ -281,7 +284,8 @@ impl Muxer {
         cur.cued = false;
         ebml::write_id(&mut self.out, id::CLUSTER);
         if seekable {
-            ebml::write_size_fixed(&mut self.out, 0, 8);
+            // Unknown until the fragment ends: a reader of the unfinished file still copes.
+            self.out.extend_from_slice(&UNKNOWN_SIZE_8);
         } else {
             self.out.push(0xFF);
         }
@@ -317,21 +321,28 @@ impl Muxer {
 
     /// The fragment is whole: its bytes stay.
     pub fn end_fragment(&mut self, fragment: &Fragment) {
-        self.close_cluster();
-        let Some(cur) = self.current.take() else {
+        let Some(moved) = self.close_fragment() else {
             return;
         };
+        let c = &mut self.committed;
+        c.non_monotonic += u64::from(moved);
+        c.first.get_or_insert_with(|| fragment.clone());
+        c.last = Some(fragment.clone());
+        c.fragments += 1;
+    }
+
+    /// Commits the open fragment's media; says whether its start was moved.
+    fn close_fragment(&mut self) -> Option<bool> {
+        self.close_cluster();
+        let cur = self.current.take()?;
         let c = &mut self.committed;
         c.end_ticks = c.end_ticks.max(cur.start_ticks + cur.span.length());
         if let Some(l) = cur.last_block_ticks {
             c.last_block_ticks = Some(c.last_block_ticks.map_or(l, |p| p.max(l)));
         }
-        c.non_monotonic += u64::from(cur.moved);
-        c.first.get_or_insert_with(|| fragment.clone());
-        c.last = Some(fragment.clone());
-        c.fragments += 1;
         c.written = self.written + self.out.len() as u64;
         c.cues = self.cues.len();
+        Some(cur.moved)
     }
 
     /// Forgets the fragment in progress. The caller drops the bytes it already took since the
@@ -466,13 +477,9 @@ impl Muxer {
     fn write_headers(&mut self, first: &Fragment, tracks_element: &[u8]) {
         let start = self.position();
         self.out.extend_from_slice(&ebml_header());
+        // Unknown until the end (for a pipe, for good); a seekable file gets its size patched in.
         ebml::write_id(&mut self.out, id::SEGMENT);
-        if self.opts.seekable {
-            ebml::write_size_fixed(&mut self.out, 0, 8);
-        } else {
-            self.out
-                .extend_from_slice(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
-        }
+        self.out.extend_from_slice(&UNKNOWN_SIZE_8);
 
         // Info: Duration first, and an 8-byte size, so Duration's offset never varies.
         let mut info = Vec::new();
@@ -532,6 +539,118 @@ impl Muxer {
         let mut tags = Vec::new();
         ebml::write_element(&mut tags, id::TAG, &tag);
         tags
+    }
+}
+
+/// Why a cut-off file could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryError(pub String);
+
+impl std::fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecoveryError {}
+
+/// Rebuilds the writer's state from a seekable file it wrote, cut off (by a crash) after the
+/// last whole fragment, so that [`Muxer::finish`] can complete it in place. The file's bytes
+/// are replayed through the same code that wrote them, so the cues and the duration come out
+/// exactly as an uninterrupted run would have made them. Memory stays bounded: feed the file
+/// in pieces.
+#[derive(Debug)]
+pub struct Recovery {
+    parser: Parser,
+    muxer: Muxer,
+    headers: usize,
+    /// Where the file's clusters begin (the end of its Tracks).
+    clusters_at: Option<u64>,
+}
+
+impl Recovery {
+    pub fn new(opts: Options) -> Recovery {
+        Recovery {
+            parser: Parser::new(),
+            muxer: Muxer::new(Options {
+                seekable: true,
+                ..opts
+            }),
+            headers: 0,
+            clusters_at: None,
+        }
+    }
+
+    /// The next bytes of the file, from its start.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), RecoveryError> {
+        self.parser.push(data);
+        while let Some((event, at)) = self
+            .parser
+            .next_event_at()
+            .map_err(|e| RecoveryError(e.to_string()))?
+        {
+            let m = &mut self.muxer;
+            match event {
+                Event::EbmlHeader(h) => {
+                    self.headers += 1;
+                    if self.headers > 1 || h != ebml_header().as_slice() {
+                        return Err(RecoveryError("not a file kvs-dl wrote".into()));
+                    }
+                }
+                Event::Info { timecode_scale } => m.scale = timecode_scale,
+                Event::Tracks(tracks) => {
+                    m.tracks = tracks::parse(tracks).map_err(|e| RecoveryError(e.into()))?;
+                    m.primary = tracks::primary(&m.tracks).unwrap_or(1);
+                    m.layout = Some(Layout::FIXED);
+                    m.written = at;
+                    self.clusters_at = Some(at);
+                }
+                Event::Cluster { timecode } => {
+                    if self.clusters_at.is_none() {
+                        return Err(RecoveryError("a cluster before the Tracks".into()));
+                    }
+                    m.close_fragment();
+                    m.current = Some(Current {
+                        start_ticks: timecode as i64,
+                        moved: false,
+                        span: Span::new(&m.tracks, m.scale),
+                        cluster: None,
+                        cued: false,
+                        last_block_ticks: None,
+                    });
+                    m.cluster(0);
+                }
+                Event::BlockStart(b) => m.block(&b),
+                Event::BlockData(d) => m.block_data(d),
+                _ => {}
+            }
+            // The replayed bytes are the file's own: only the offsets matter.
+            m.drain(|_, _| ());
+        }
+        Ok(())
+    }
+
+    /// The writer, ready to finish the file: `bytes` long, holding `fragments` fragments from
+    /// `first` to `last`.
+    pub fn finish(
+        mut self,
+        bytes: u64,
+        first: Fragment,
+        last: Fragment,
+        fragments: u64,
+    ) -> Result<Muxer, RecoveryError> {
+        let whole = matches!(self.parser.finish(), Ok(crate::Finish::Clean));
+        let m = &mut self.muxer;
+        m.close_fragment();
+        if !whole || m.layout.is_none() || m.position() != bytes {
+            return Err(RecoveryError(format!(
+                "the file does not end after a whole cluster at byte {bytes}"
+            )));
+        }
+        m.committed.first = Some(first);
+        m.committed.last = Some(last);
+        m.committed.fragments = fragments;
+        Ok(self.muxer)
     }
 }
 

@@ -263,3 +263,80 @@ fn a_discarded_fragment_leaves_no_trace() {
     take(&mut m, &mut out);
     assert_eq!(out, whole);
 }
+
+#[test]
+fn a_file_cut_off_after_a_whole_fragment_is_finished_exactly_as_if_the_run_had_stopped_there() {
+    let Some(data) = fixture("output_get_media.mkv") else {
+        return;
+    };
+    let options = || Options {
+        seekable: true,
+        app: "kvs-dl test".into(),
+        stream_tag: ("KVS_STREAM_NAME".into(), "fixture".into()),
+    };
+    // A run that stops cleanly after three fragments.
+    let mut m = Muxer::new(options());
+    let mut clean = Vec::new();
+    let mut p = Parser::new();
+    p.push(&data);
+    let mut fragments = Vec::new();
+    let mut cut_at = 0;
+    while let Some(e) = p.next_event().unwrap() {
+        if let Event::FragmentEnd(f) = &e {
+            fragments.push(f.clone());
+        }
+        m.event(&e).unwrap();
+        take(&mut m, &mut clean);
+        if fragments.len() == 3 {
+            cut_at = clean.len();
+            break;
+        }
+    }
+    m.finish();
+    take(&mut m, &mut clean);
+
+    // The same run killed there: the .part holds the three fragments, unfinished.
+    let mut again = Muxer::new(options());
+    let mut part = Vec::new();
+    let mut p = Parser::new();
+    p.push(&data);
+    let mut ends = 0;
+    while let Some(e) = p.next_event().unwrap() {
+        ends += usize::from(matches!(e, Event::FragmentEnd(_)));
+        again.event(&e).unwrap();
+        take(&mut again, &mut part);
+        if ends == 3 {
+            break;
+        }
+    }
+    assert_eq!(part.len(), cut_at);
+    let mut recovery = mkv::Recovery::new(options());
+    for piece in part.chunks(4096) {
+        recovery.push(piece).unwrap();
+    }
+    let mut recovered = recovery
+        .finish(
+            part.len() as u64,
+            fragments[0].clone(),
+            fragments[2].clone(),
+            3,
+        )
+        .unwrap();
+    recovered.finish();
+    take(&mut recovered, &mut part);
+    assert_eq!(part, clean);
+
+    // A .part that does not end at a fragment boundary is refused.
+    let mut recovery = mkv::Recovery::new(options());
+    recovery.push(&part[..cut_at - 10]).unwrap();
+    assert!(
+        recovery
+            .finish(
+                (cut_at - 10) as u64,
+                fragments[0].clone(),
+                fragments[2].clone(),
+                3
+            )
+            .is_err()
+    );
+}
