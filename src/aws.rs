@@ -52,6 +52,9 @@ pub enum Failure {
         /// The data endpoint is no longer valid: resolve it again before the next call.
         refresh_endpoint: bool,
     },
+    /// The streaming token behind the data endpoint expired (NotAuthorized, "expired"): worth
+    /// one more try with a freshly resolved endpoint; the error ends the run if it comes again.
+    Expired(Error),
     /// Ends the run.
     Fatal(Error),
 }
@@ -104,7 +107,11 @@ pub struct Kvs {
     stream: StreamId,
     region: String,
     data_endpoint: String,
+    resolved_at: std::time::Instant,
 }
+
+/// The service's streaming token lasts about 45 minutes; resolve the endpoint again before.
+const ENDPOINT_LIFETIME: Duration = Duration::from_secs(40 * 60);
 
 impl Kvs {
     /// Resolves region and credentials (profile, assumed role), then the GET_MEDIA data
@@ -165,9 +172,10 @@ impl Kvs {
             stream: cfg.stream.clone(),
             region,
             data_endpoint: String::new(),
+            resolved_at: std::time::Instant::now(),
         };
         kvs.resolve_endpoint().await.map_err(|f| match f {
-            Failure::Fatal(e) => e,
+            Failure::Fatal(e) | Failure::Expired(e) => e,
             Failure::Retry { reason, .. } => Error::Other(anyhow::anyhow!(
                 "could not get the data endpoint of stream {} in {}: {reason}",
                 kvs.stream.display(),
@@ -193,6 +201,7 @@ impl Kvs {
         })?;
         tracing::debug!(endpoint, "data endpoint resolved");
         self.data_endpoint = endpoint.to_owned();
+        self.resolved_at = std::time::Instant::now();
         self.media = media_client(&self.sdk, endpoint);
         Ok(())
     }
@@ -218,7 +227,8 @@ impl Kvs {
                 message,
             }),
             ("NotAuthorizedException" | "AccessDeniedException" | "AccessDenied", _) => {
-                fatal(Error::Auth {
+                let expired = message.to_ascii_lowercase().contains("expired");
+                let error = Error::Auth {
                     message: format!(
                         "not authorized to call {operation} on stream {stream} in {region}: {message}"
                     ),
@@ -226,7 +236,12 @@ impl Kvs {
                         "use credentials allowed kinesisvideo:GetDataEndpoint and kinesisvideo:GetMedia on this stream"
                             .into(),
                     ),
-                })
+                };
+                if expired {
+                    Failure::Expired(error)
+                } else {
+                    fatal(error)
+                }
             }
             (
                 "UnrecognizedClientException"
@@ -252,12 +267,18 @@ impl Kvs {
                     refresh_endpoint: false,
                 }
             }
-            (_, SdkError::ServiceError(_)) if status.is_some_and(|s| s >= 500) || code.contains("Throttl") => {
+            (_, SdkError::ServiceError(_))
+                if status.is_some_and(|s| s >= 500) || code.contains("Throttl") =>
+            {
                 Failure::Retry {
                     reason: format!(
                         "{operation} failed with HTTP {}{}",
                         status.unwrap_or_default(),
-                        if code.is_empty() { String::new() } else { format!(" ({code})") }
+                        if code.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({code})")
+                        }
                     ),
                     refresh_endpoint: false,
                 }
@@ -282,6 +303,9 @@ impl MediaSource for Kvs {
     type Body = ByteStream;
 
     async fn get_media(&mut self, selector: &Selector) -> Result<ByteStream, Failure> {
+        if self.resolved_at.elapsed() > ENDPOINT_LIFETIME {
+            self.resolve_endpoint().await?;
+        }
         let request = self
             .media
             .get_media()

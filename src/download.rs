@@ -15,6 +15,7 @@ use crate::config::{Clock, Config, End, Start};
 use crate::error::Error;
 use crate::output::{Accept, Writer};
 use crate::progress::{Report, Reporter, Summary};
+use crate::state::{self, State};
 
 /// A terminating signal, as delivered through the shutdown channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +173,10 @@ pub struct Download<'a, S: MediaSource> {
     summary: Summary,
     committed_at_start: u64,
     started: Instant,
+    /// The service reported expired fragments; the next call may need to start afresh.
+    gap_pending: bool,
+    /// `--state-file`, saved after every fragment.
+    state_file: Option<std::path::PathBuf>,
 }
 
 impl<'a, S: MediaSource> Download<'a, S> {
@@ -205,13 +210,30 @@ impl<'a, S: MediaSource> Download<'a, S> {
             summary: Summary::default(),
             committed_at_start,
             started: Instant::now(),
+            gap_pending: false,
+            state_file: cfg.state_file.clone(),
         }
+    }
+
+    /// Continues after a fragment an earlier run wrote (from the state file): the run starts
+    /// after it, whatever `--start` says, and never writes it or anything before it again.
+    pub fn resume_after(mut self, last: Fragment) -> Self {
+        self.last = Some(last);
+        self
+    }
+
+    /// The last fragment written whole, for the final state.
+    pub fn last(&self) -> Option<&Fragment> {
+        self.last.as_ref()
     }
 
     /// Runs until a stop condition holds or an error ends it. The writer is left for the
     /// caller to finish either way: everything it committed is whole.
     pub async fn run(&mut self) -> Result<(Stopped, Summary), Error> {
-        let mut selector = self.initial_selector();
+        let mut selector = match self.last.is_some() {
+            true => self.resume_selector(&Selector::Earliest, 0),
+            false => self.initial_selector(),
+        };
         self.reporter.report(&Report::Start {
             stream: self.cfg.stream.display().to_owned(),
             region: self.source.region().to_owned(),
@@ -219,6 +241,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
             selector: selector.describe(),
         });
         let mut wait = Duration::ZERO;
+        let mut expired_before = false;
         loop {
             if let Some(stop) = self.pause(wait).await {
                 return Ok(self.stopped(stop));
@@ -226,31 +249,53 @@ impl<'a, S: MediaSource> Download<'a, S> {
             wait = Duration::ZERO;
             self.last_call = Some(Instant::now());
             let reason = match self.source.get_media(&selector).await {
-                Ok(body) => match self.session(body).await? {
-                    SessionEnd::Stop(stop) => return Ok(self.stopped(stop)),
-                    SessionEnd::Clean { new_fragments } => {
-                        if self.cfg.stop.end.is_some() && self.caught_up(new_fragments) {
-                            return Ok(self.stopped(Stopped::CaughtUp));
+                Ok(body) => {
+                    expired_before = false;
+                    match self.session(body).await? {
+                        SessionEnd::Stop(stop) => return Ok(self.stopped(stop)),
+                        SessionEnd::Clean { new_fragments } => {
+                            if self.cfg.stop.end.is_some() && self.caught_up(new_fragments) {
+                                return Ok(self.stopped(Stopped::CaughtUp));
+                            }
+                            if new_fragments == 0 {
+                                wait = self.pacing.poll;
+                            }
+                            selector = self.resume_selector(&selector, new_fragments);
+                            continue;
                         }
-                        if new_fragments == 0 {
-                            wait = self.pacing.poll;
-                        }
-                        selector = self.resume_selector(&selector);
-                        continue;
+                        SessionEnd::Retry(reason) => reason,
                     }
-                    SessionEnd::Retry(reason) => reason,
-                },
+                }
+                // A saved continuation token the service no longer takes: ask for the saved
+                // fragment's time instead; what was already written is skipped by number.
+                Err(Failure::Fatal(Error::InvalidArgument { message, .. }))
+                    if matches!(selector, Selector::Token(_)) && self.last.is_some() =>
+                {
+                    let last = self.last.as_ref().expect("checked");
+                    let at = jiff::Timestamp::from_millisecond(last.server_ms)
+                        .map_err(|e| Error::Other(e.into()))?;
+                    selector = Selector::Time(Clock::Server, at);
+                    format!(
+                        "the continuation token was refused ({message}); resuming from its fragment's time"
+                    )
+                }
                 Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Expired(e)) => {
+                    // The streaming token aged out: a fresh data endpoint brings a fresh one.
+                    // Twice in a row means the credentials themselves are refused.
+                    if std::mem::replace(&mut expired_before, true) {
+                        return Err(e);
+                    }
+                    self.refresh_endpoint()
+                        .await?
+                        .unwrap_or_else(|| e.to_string())
+                }
                 Err(Failure::Retry {
                     reason,
                     refresh_endpoint,
                 }) => {
                     if refresh_endpoint {
-                        match self.source.refresh_endpoint().await {
-                            Err(Failure::Fatal(e)) => return Err(e),
-                            Err(Failure::Retry { reason, .. }) => reason,
-                            Ok(()) => reason,
-                        }
+                        self.refresh_endpoint().await?.unwrap_or(reason)
                     } else {
                         reason
                     }
@@ -270,7 +315,18 @@ impl<'a, S: MediaSource> Download<'a, S> {
                 attempt: self.failures,
                 delay_ms: wait.as_millis() as u64,
             });
-            selector = self.resume_selector(&selector);
+            if !matches!(selector, Selector::Time(..)) || self.last.is_none() {
+                selector = self.resume_selector(&selector, 0);
+            }
+        }
+    }
+
+    /// Resolves the data endpoint again; a failure to do so is the reason to wait and retry.
+    async fn refresh_endpoint(&mut self) -> Result<Option<String>, Error> {
+        match self.source.refresh_endpoint().await {
+            Ok(()) => Ok(None),
+            Err(Failure::Retry { reason, .. }) => Ok(Some(reason)),
+            Err(Failure::Fatal(e) | Failure::Expired(e)) => Err(e),
         }
     }
 
@@ -285,8 +341,12 @@ impl<'a, S: MediaSource> Download<'a, S> {
     }
 
     /// After a session: continue after the last whole fragment, or ask again from where we
-    /// started when none came yet.
-    fn resume_selector(&self, previous: &Selector) -> Selector {
+    /// started when none came yet. After a gap (fragments expired) that brought nothing new,
+    /// ask for the earliest fragment kept: everything before ours is gone anyway.
+    fn resume_selector(&mut self, previous: &Selector, new_fragments: u64) -> Selector {
+        if std::mem::take(&mut self.gap_pending) && new_fragments == 0 {
+            return Selector::Earliest;
+        }
         match &self.last {
             Some(f) => match &f.continuation_token {
                 Some(token) => Selector::Token(token.clone()),
@@ -366,7 +426,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
                         self.pacing.stall.as_secs()
                     )));
                 }
-                Ok(Err(Failure::Fatal(e))) => return Err(e),
+                Ok(Err(Failure::Fatal(e) | Failure::Expired(e))) => return Err(e),
                 Ok(Err(Failure::Retry { reason, .. })) => {
                     self.discard()?;
                     return Ok(SessionEnd::Retry(reason));
@@ -403,6 +463,19 @@ impl<'a, S: MediaSource> Download<'a, S> {
             }
             cursor.route_to(&mut *self.writer, offset)?;
         }
+    }
+
+    /// Records, durably, that `f` is in the output.
+    fn save_state(&mut self, f: &Fragment) -> Result<(), Error> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        self.writer
+            .sync()
+            .map_err(|e| Error::io("syncing the output", e))?;
+        let state = State::after(self.cfg, f, self.writer.unfinished());
+        state::save(path, &state)
+            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
     }
 
     /// Reports the files a segmenting writer finished.
@@ -513,6 +586,7 @@ impl<S: MediaSource> Download<'_, S> {
                     lag_ms: f.millis_behind_now,
                 });
                 s.last = Some(f.clone());
+                s.save_state(f)?;
                 let stop = &s.cfg.stop;
                 if stop.max_fragments.is_some_and(|n| s.summary.fragments >= n) {
                     return Ok(Handled::Stop(Stopped::MaxFragments));

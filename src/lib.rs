@@ -13,5 +13,6 @@ pub mod output;
 pub mod progress;
 pub mod run;
 pub mod sink;
+pub mod state;
 
 pub use error::{Error, Result};

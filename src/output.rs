@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use mkv::{Event, Fragment, Muxer, Refusal};
 
+use std::io::Read as _;
+
 use crate::progress::FileReport;
 use crate::sink::{FileSink, Sink};
+use crate::state::{InProgress, SavedFormat};
 
 /// Whether a fragment can be written where the output stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +42,25 @@ pub trait Writer {
     fn discard(&mut self) -> io::Result<()>;
     /// Output bytes of whole fragments so far.
     fn committed(&self) -> u64;
+    /// Makes everything committed durable, before a state file records it.
+    fn sync(&mut self) -> io::Result<()>;
+    /// The file being written and what it holds so far; `None` for stdout or before the first
+    /// fragment.
+    fn unfinished(&self) -> Option<Unfinished>;
     /// Files finished since the last call (segments closed during the run).
     fn take_closed(&mut self) -> Vec<FileReport>;
     /// Completes the output; returns the last file, when one was written.
     fn finish(self: Box<Self>) -> io::Result<Option<FileReport>>;
+}
+
+/// A file not finished yet, as a state file records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub path: PathBuf,
+    /// Whole-fragment bytes in its `.part`.
+    pub bytes: u64,
+    pub first: Fragment,
+    pub fragments: u64,
 }
 
 /// Bytes held between fragments before a decision is made; a chunk's headers are far smaller.
@@ -58,6 +76,7 @@ pub struct RawWriter {
     hold: Vec<u8>,
     state: RawState,
     report: FileReport,
+    first: Option<Fragment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +96,7 @@ impl RawWriter {
             hold: Vec::new(),
             state: RawState::Holding,
             report: FileReport::default(),
+            first: None,
         }
     }
 }
@@ -127,6 +147,7 @@ impl Writer for RawWriter {
                 if self.state == RawState::Writing {
                     self.sink.commit()?;
                     self.report.add(f);
+                    self.first.get_or_insert_with(|| f.clone());
                 }
                 self.hold.clear();
                 self.state = RawState::Holding;
@@ -153,6 +174,19 @@ impl Writer for RawWriter {
 
     fn committed(&self) -> u64 {
         self.sink.committed()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.sink.sync()
+    }
+
+    fn unfinished(&self) -> Option<Unfinished> {
+        Some(Unfinished {
+            path: self.sink.path()?.to_owned(),
+            bytes: self.sink.committed(),
+            first: self.first.clone()?,
+            fragments: self.report.fragments,
+        })
     }
 
     fn take_closed(&mut self) -> Vec<FileReport> {
@@ -318,6 +352,23 @@ impl Writer for MkvWriter {
         self.closed_bytes + self.sink.as_ref().map_or(0, |s| s.committed())
     }
 
+    fn sync(&mut self) -> io::Result<()> {
+        match self.sink.as_mut() {
+            Some(sink) => sink.sync(),
+            None => Ok(()),
+        }
+    }
+
+    fn unfinished(&self) -> Option<Unfinished> {
+        let sink = self.sink.as_ref()?;
+        Some(Unfinished {
+            path: sink.path()?.to_owned(),
+            bytes: sink.committed(),
+            first: self.muxer.first_last().0?.clone(),
+            fragments: self.muxer.fragments(),
+        })
+    }
+
     fn take_closed(&mut self) -> Vec<FileReport> {
         std::mem::take(&mut self.closed)
     }
@@ -325,4 +376,58 @@ impl Writer for MkvWriter {
     fn finish(mut self: Box<Self>) -> io::Result<Option<FileReport>> {
         self.close()
     }
+}
+
+/// Finishes the file a killed run left as `.part`, holding exactly the fragments the state file
+/// recorded: the bytes after them are dropped, and a Matroska file gets its Cues, Tags and
+/// sizes. `Ok(None)` when there is no `.part` (the file was finished, or never begun).
+pub fn finish_leftover(
+    file: &InProgress,
+    last: &Fragment,
+    options: mkv::Options,
+) -> io::Result<Option<FileReport>> {
+    let part = crate::sink::part_path(&file.path);
+    if !part.exists() {
+        return Ok(None);
+    }
+    let mut sink: Box<dyn Sink> = Box::new(FileSink::resume(&file.path, file.bytes)?);
+    let first = file.first.to_fragment();
+    let mut report = FileReport {
+        fragments: file.fragments,
+        first_fragment: Some(first.number.clone()),
+        last_fragment: Some(last.number.clone()),
+        ..FileReport::default()
+    };
+    if file.format == SavedFormat::Mkv {
+        let mut recovery = mkv::Recovery::new(options);
+        let mut reader = io::BufReader::new(std::fs::File::open(&part)?).take(file.bytes);
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = io::Read::read(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            recovery.push(&buf[..n]).map_err(invalid)?;
+        }
+        let mut muxer = recovery
+            .finish(file.bytes, first, last.clone(), file.fragments)
+            .map_err(invalid)?;
+        muxer.finish();
+        report.media_duration_ms = muxer.duration_ms();
+        muxer.drain(|bytes, patches| {
+            sink.write(bytes)?;
+            patches
+                .iter()
+                .try_for_each(|p| sink.patch(p.offset, &p.bytes))
+        })?;
+    }
+    sink.commit()?;
+    sink.sync()?;
+    report.bytes = sink.committed();
+    report.path = sink.finish()?;
+    Ok(Some(report))
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }

@@ -6,16 +6,17 @@ use tokio::sync::watch;
 
 use crate::aws::Kvs;
 use crate::cli::Cli;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mkv::Fragment;
 
 use crate::config::{Clock, Config, Env, Format, StreamId, Target};
 use crate::download::{Download, Pacing, Signal};
 use crate::error::Error;
-use crate::output::{MkvWriter, RawWriter, Segments, Writer};
-use crate::progress::{self, Report};
+use crate::output::{MkvWriter, RawWriter, Segments, Writer, finish_leftover};
+use crate::progress::{self, FileReport, Report};
 use crate::sink::{FileSink, Sink, StdoutSink};
+use crate::state::{self, State};
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
 pub fn run(cli: Cli) -> Result<u8, Error> {
@@ -36,25 +37,38 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
 }
 
 async fn download(cfg: &Config) -> Result<u8, Error> {
-    let mut writer = writer(cfg)?;
+    let options = muxer_options(cfg);
+    let saved = match &cfg.state_file {
+        Some(path) => resume(cfg, path, &options)?,
+        None => Resume::default(),
+    };
+    let mut writer = writer(cfg, options)?;
     let mut reporter = progress::reporter(cfg.progress);
     let mut source = Kvs::connect(cfg).await?;
-    let shutdown = signals();
-    let result = Download::new(
+    let mut download = Download::new(
         cfg,
         &mut source,
         writer.as_mut(),
         reporter.as_mut(),
-        shutdown,
+        signals(),
         Pacing::from_env(),
-    )
-    .run()
-    .await;
+    );
+    if let Some(last) = saved.last {
+        download = download.resume_after(last);
+    }
+    let result = download.run().await;
+    let last = download.last().cloned();
+    drop(download);
     // Whatever ended the run, what was committed is whole fragments: make it final.
-    let mut files = writer.take_closed();
-    let last = writer.finish();
+    let mut files = saved.recovered.into_iter().collect::<Vec<_>>();
+    files.extend(writer.take_closed());
+    let finished = writer.finish();
+    if let (Some(path), Some(last), Ok(_)) = (&cfg.state_file, &last, &finished) {
+        state::save(path, &State::after(cfg, last, None))
+            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))?;
+    }
     let (stopped, mut summary) = result?;
-    files.extend(last.map_err(|e| Error::io("finishing the output", e))?);
+    files.extend(finished.map_err(|e| Error::io("finishing the output", e))?);
     for file in files {
         summary.files += 1;
         summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
@@ -64,16 +78,68 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
     Ok(stopped.exit_code())
 }
 
-/// The writer for `--format`, over the sink for `-o`.
-fn writer(cfg: &Config) -> Result<Box<dyn Writer>, Error> {
-    let options = mkv::Options {
+/// What a state file says about where to go on.
+#[derive(Default)]
+struct Resume {
+    /// The last fragment written by an earlier run.
+    last: Option<Fragment>,
+    /// The file a killed run left unfinished, now finished.
+    recovered: Option<FileReport>,
+}
+
+/// Reads the state file; finishes the file a killed run left behind.
+fn resume(cfg: &Config, path: &Path, options: &mkv::Options) -> Result<Resume, Error> {
+    let Some(state) = state::load(path)
+        .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))?
+    else {
+        return Ok(Resume::default());
+    };
+    if state.stream != cfg.stream.display() {
+        return Err(Error::usage(
+            format!(
+                "--state-file {} belongs to stream {}, not {}",
+                path.display(),
+                state.stream,
+                cfg.stream.display()
+            ),
+            Some("give each stream its own state file".into()),
+        ));
+    }
+    let last = state.last.to_fragment();
+    let mut recovered = None;
+    if let Some(file) = &state.file {
+        recovered = finish_leftover(file, &last, options.clone()).map_err(|e| {
+            Error::io(
+                format!(
+                    "finishing {} left by an earlier run",
+                    crate::sink::part_path(&file.path).display()
+                ),
+                e,
+            )
+        })?;
+        state::save(path, &State::after(cfg, &last, None))
+            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))?;
+    }
+    Ok(Resume {
+        last: Some(last),
+        recovered,
+    })
+}
+
+/// How `--format mkv` files are written and labelled.
+fn muxer_options(cfg: &Config) -> mkv::Options {
+    mkv::Options {
         seekable: matches!(cfg.output.target, Target::File(_)),
         app: format!("kvs-dl {}", env!("CARGO_PKG_VERSION")),
         stream_tag: match &cfg.stream {
             StreamId::Arn(arn) => ("KVS_STREAM_ARN".into(), arn.clone()),
             StreamId::Name(name) => ("KVS_STREAM_NAME".into(), name.clone()),
         },
-    };
+    }
+}
+
+/// The writer for `--format`, over the sink for `-o`.
+fn writer(cfg: &Config, options: mkv::Options) -> Result<Box<dyn Writer>, Error> {
     if let (Some(every), Target::File(path)) = (cfg.output.segment, &cfg.output.target) {
         let stream = stream_name(&cfg.stream).to_owned();
         let clock = cfg.clock;

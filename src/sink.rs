@@ -30,6 +30,10 @@ pub trait Sink {
     /// Overwrites bytes already written at `offset` (the remuxer patches sizes and the
     /// duration in place). Outputs that cannot seek return `Unsupported`.
     fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes the committed bytes durable (fsync) before a state file says they are there.
+    fn sync(&mut self) -> io::Result<()>;
+    /// The final path, for outputs that are files.
+    fn path(&self) -> Option<&Path>;
     /// Drops the uncommitted rest and makes the committed bytes final. Returns the final path
     /// when a file was written.
     fn finish(self: Box<Self>) -> io::Result<Option<PathBuf>>;
@@ -65,6 +69,34 @@ impl FileSink {
             buf: Vec::new(),
             file_len: 0,
             committed: 0,
+        })
+    }
+
+    /// Continues the `.part` an earlier run left, keeping its first `committed` bytes (the
+    /// whole fragments a state file recorded) and dropping anything after them.
+    pub fn resume(path: &Path, committed: u64) -> io::Result<FileSink> {
+        let part = part_path(path);
+        let mut file = OpenOptions::new().read(true).write(true).open(&part)?;
+        let len = file.metadata()?.len();
+        if len < committed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds {len} bytes, fewer than the {committed} the state file recorded",
+                    part.display()
+                ),
+            ));
+        }
+        file.set_len(committed)?;
+        file.seek(SeekFrom::Start(committed))?;
+        Ok(FileSink {
+            path: path.to_owned(),
+            part,
+            force: false,
+            file: Some(file),
+            buf: Vec::new(),
+            file_len: committed,
+            committed,
         })
     }
 
@@ -155,6 +187,25 @@ impl Sink for FileSink {
         file.write_all(data)?;
         file.seek(SeekFrom::Start(file_len))?;
         Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        // Only committed bytes need to be durable; the buffer may hold a partial fragment.
+        let keep = self.committed;
+        if keep > self.file_len {
+            let n = (keep - self.file_len) as usize;
+            let head: Vec<u8> = self.buf.drain(..n).collect();
+            self.file()?.write_all(&head)?;
+            self.file_len += n as u64;
+        }
+        match &self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
     fn finish(mut self: Box<Self>) -> io::Result<Option<PathBuf>> {
@@ -276,6 +327,15 @@ impl<W: Write> Sink for StdoutSink<W> {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    fn sync(&mut self) -> io::Result<()> {
+        // Committed bytes were flushed to the pipe; there is nothing more durable to make them.
+        Ok(())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+
     fn finish(mut self: Box<Self>) -> io::Result<Option<PathBuf>> {
         self.out.flush()?;
         Ok(None)
@@ -334,6 +394,29 @@ mod tests {
         assert_eq!(got[0], 9);
         assert!(got[1..a.len()].iter().all(|&x| x == 1));
         assert_eq!(&got[a.len()..], b"end");
+    }
+
+    #[test]
+    fn file_sink_resumes_a_part_after_its_recorded_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.raw");
+        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
+        sink.write(b"kept").unwrap();
+        sink.commit().unwrap();
+        sink.write(b"partial").unwrap();
+        sink.sync().unwrap();
+        assert_eq!(
+            read(&part_path(&path)),
+            b"kept",
+            "sync writes committed bytes only"
+        );
+        drop(sink); // a crash: the .part stays
+        let mut resumed = Box::new(FileSink::resume(&path, 4).unwrap());
+        resumed.write(b"+more").unwrap();
+        resumed.commit().unwrap();
+        resumed.finish().unwrap();
+        assert_eq!(read(&path), b"kept+more");
+        assert!(FileSink::resume(&dir.path().join("none"), 0).is_err());
     }
 
     #[test]
