@@ -10,6 +10,7 @@ use aws_sdk_kinesisvideo::config::http::HttpResponse;
 use aws_sdk_kinesisvideo::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesisvideo::types::ApiName;
 use aws_sdk_kinesisvideomedia::config::StalledStreamProtectionConfig;
+use aws_sdk_kinesisvideomedia::config::retry::RetryConfig;
 use aws_sdk_kinesisvideomedia::primitives::{ByteStream, DateTime};
 use aws_sdk_kinesisvideomedia::types::{StartSelector, StartSelectorType};
 use bytes::Bytes;
@@ -345,12 +346,15 @@ fn no_credentials_error() -> Error {
 }
 
 /// The GetMedia client, pointed at the data endpoint. Stalled-stream protection is off: a live
-/// stream at its head is silent between fragments, and the SDK would kill it after 5 s. The
-/// download loop has its own watchdog.
+/// stream at its head is silent between fragments, and the SDK would kill it after 5 s (the
+/// download loop has its own watchdog).
 fn media_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_kinesisvideomedia::Client {
     let config = aws_sdk_kinesisvideomedia::config::Builder::from(sdk)
         .endpoint_url(endpoint)
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        // The download loop retries GetMedia itself, with backoff that keeps under the service's
+        // 5 calls per second and counts toward --max-retries; SDK retries would hide both.
+        .retry_config(RetryConfig::disabled())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))

@@ -254,7 +254,10 @@ impl<'a, S: MediaSource> Download<'a, S> {
                     match self.session(body).await? {
                         SessionEnd::Stop(stop) => return Ok(self.stopped(stop)),
                         SessionEnd::Clean { new_fragments } => {
-                            if self.cfg.stop.end.is_some() && self.caught_up(new_fragments) {
+                            // Caught up: a whole session (the service ends one after ~3 s without
+                            // a new fragment) brought nothing. A session that did bring some may
+                            // have been cut short (the ~45-minute limit), so ask once more.
+                            if self.cfg.stop.end.is_some() && new_fragments == 0 {
                                 return Ok(self.stopped(Stopped::CaughtUp));
                             }
                             if new_fragments == 0 {
@@ -354,18 +357,6 @@ impl<'a, S: MediaSource> Download<'a, S> {
             },
             None => previous.clone(),
         }
-    }
-
-    /// The stream has nothing newer than what we have: the session brought nothing, or its last
-    /// fragment was at the head.
-    fn caught_up(&self, new_fragments: u64) -> bool {
-        const AT_HEAD_MS: u64 = 10_000;
-        new_fragments == 0
-            || self
-                .last
-                .as_ref()
-                .and_then(|f| f.millis_behind_now)
-                .is_some_and(|lag| lag <= AT_HEAD_MS)
     }
 
     /// Full-jitter exponential backoff, never below the call spacing.
@@ -601,6 +592,22 @@ impl<S: MediaSource> Download<'_, S> {
                     return Ok(Handled::Stop(Stopped::Duration));
                 }
                 return Ok(Handled::Fragment);
+            }
+            Event::ServiceError(e) if e.id == Some(4000) => {
+                // Fragments expired (retention) or never existed: a gap; the body goes on with
+                // the next one the service has.
+                s.summary.gaps += 1;
+                s.gap_pending = true;
+                s.reporter.report(&Report::Gap {
+                    reason: format!(
+                        "fragment {} is no longer available ({})",
+                        e.fragment_number.as_deref().unwrap_or("?"),
+                        e.code.as_deref().unwrap_or("error 4000")
+                    ),
+                    after_fragment: s.last.as_ref().map(|f| f.number.clone()),
+                });
+                s.writer.event(&event).map_err(io)?;
+                return Ok(Handled::Continue);
             }
             Event::ServiceError(e) => {
                 let id = e.id.unwrap_or_default();

@@ -6,7 +6,9 @@ use crate::support::*;
 
 #[test]
 fn raw_output_of_a_capture_is_the_capture_byte_for_byte() {
-    let Some(body) = capture("output_get_media.mkv") else { return };
+    let Some(body) = capture("output_get_media.mkv") else {
+        return;
+    };
     let fragments = kvs_emu::from_capture(&body).unwrap();
     assert_eq!(fragments.len(), 5);
     let w = World::new(vec![Stream {
@@ -14,7 +16,16 @@ fn raw_output_of_a_capture_is_the_capture_byte_for_byte() {
         ..Stream::archive("cam", fragments)
     }]);
     let out = run(w.kvs_dl().args([
-        "--stream-name", "cam", "--start", "earliest", "--end", "now", "--format", "raw", "-o", "out.raw",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
     ]));
     assert_exit(&out, 0);
     assert_eq!(std::fs::read(w.path("out.raw")).unwrap(), body);
@@ -27,7 +38,16 @@ fn raw_output_holds_each_whole_fragment_once_in_order() {
     let served = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let out = run(w.kvs_dl().args([
-        "--stream-name", "cam", "--start", "earliest", "--end", "now", "--format", "raw", "-o", "out.raw",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
     ]));
     assert_exit(&out, 0);
     let got = contents(&std::fs::read(w.path("out.raw")).unwrap());
@@ -43,7 +63,10 @@ fn rfc3339(ms: i64) -> String {
 
 /// Downloads `args` from `stream` as raw and returns the fragment numbers written.
 fn fragments_written(w: &World, args: &[&str]) -> Vec<String> {
-    let out = run(w.kvs_dl().args(args).args(["--format", "raw", "-o", "out.raw", "--force"]));
+    let out = run(w
+        .kvs_dl()
+        .args(args)
+        .args(["--format", "raw", "-o", "out.raw", "--force"]));
     assert_exit(&out, 0);
     match std::fs::read(w.path("out.raw")) {
         Ok(data) => contents(&data).fragments,
@@ -57,11 +80,24 @@ fn start_at_a_server_time_begins_with_the_fragment_containing_it() {
     let all = numbers(&stream.fragments);
     let inside_3 = stream.fragments[3].server_ms() + 500;
     let w = World::new(vec![stream]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", &rfc3339(inside_3), "--end", "now"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            &rfc3339(inside_3),
+            "--end",
+            "now",
+        ],
+    );
     assert_eq!(got, all[3..]);
     let sel = &w.selectors()[0];
     assert_eq!(sel["StartSelectorType"], "SERVER_TIMESTAMP");
-    assert_eq!(sel["StartTimestamp"].as_f64().unwrap(), inside_3 as f64 / 1000.0);
+    assert_eq!(
+        sel["StartTimestamp"].as_f64().unwrap(),
+        inside_3 as f64 / 1000.0
+    );
 }
 
 #[test]
@@ -72,7 +108,16 @@ fn start_at_a_producer_time_uses_the_producer_clock() {
     let w = World::new(vec![stream]);
     let got = fragments_written(
         &w,
-        &["--stream-name", "cam", "--timestamp-type", "producer", "--start", &rfc3339(at_5), "--end", "now"],
+        &[
+            "--stream-name",
+            "cam",
+            "--timestamp-type",
+            "producer",
+            "--start",
+            &rfc3339(at_5),
+            "--end",
+            "now",
+        ],
     );
     assert_eq!(got, all[5..]);
     assert_eq!(w.selectors()[0]["StartSelectorType"], "PRODUCER_TIMESTAMP");
@@ -88,10 +133,22 @@ fn start_relative_to_now() {
     };
     let fragments = synthetic(60, ingest);
     let all = numbers(&fragments);
-    let w = World::new(vec![Stream { idle_close: IDLE, ..Stream::archive("cam", fragments) }]);
+    let w = World::new(vec![Stream {
+        idle_close: IDLE,
+        ..Stream::archive("cam", fragments)
+    }]);
     let got = fragments_written(
         &w,
-        &["--stream-name", "cam", "--timestamp-type", "producer", "--start", "-19m", "--max-fragments", "2"],
+        &[
+            "--stream-name",
+            "cam",
+            "--timestamp-type",
+            "producer",
+            "--start",
+            "-19m",
+            "--max-fragments",
+            "2",
+        ],
     );
     assert_eq!(got, all[15..17]);
 }
@@ -102,7 +159,17 @@ fn start_at_a_fragment_number_includes_it() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let start = format!("fragment:{}", all[2]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", &start, "--max-fragments", "2"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            &start,
+            "--max-fragments",
+            "2",
+        ],
+    );
     assert_eq!(got, all[2..4]);
     let sel = &w.selectors()[0];
     assert_eq!(sel["StartSelectorType"], "FRAGMENT_NUMBER");
@@ -115,7 +182,10 @@ fn start_after_a_continuation_token() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let start = format!("token:{}", all[2]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", &start, "--end", "now"]);
+    let got = fragments_written(
+        &w,
+        &["--stream-name", "cam", "--start", &start, "--end", "now"],
+    );
     assert_eq!(got, all[3..]);
     assert_eq!(w.selectors()[0]["StartSelectorType"], "CONTINUATION_TOKEN");
 }
@@ -126,13 +196,29 @@ fn start_now_on_a_live_stream_takes_only_new_fragments() {
     let all = numbers(&fragments);
     let w = World::new(vec![Stream {
         idle_close: IDLE,
-        live: Some(kvs_emu::Live { speed: 20.0, backlog: 10 }),
+        live: Some(kvs_emu::Live {
+            speed: 20.0,
+            backlog: 10,
+        }),
         ..Stream::archive("cam", fragments)
     }]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "now", "--max-fragments", "3"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "now",
+            "--max-fragments",
+            "3",
+        ],
+    );
     assert_eq!(got.len(), 3);
     let first = all.iter().position(|n| *n == got[0]).unwrap();
-    assert!(first >= 10, "fragment {first} was stored before the run started");
+    assert!(
+        first >= 10,
+        "fragment {first} was stored before the run started"
+    );
     assert_eq!(got, all[first..first + 3], "consecutive, none skipped");
     assert_eq!(w.selectors()[0]["StartSelectorType"], "NOW");
 }
@@ -143,10 +229,30 @@ fn end_keeps_fragments_before_it_and_stops_at_the_first_after() {
     let all = numbers(&stream.fragments);
     let at_4 = stream.fragments[4].server_ms();
     let w = World::new(vec![stream]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--end", &rfc3339(at_4)]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            &rfc3339(at_4),
+        ],
+    );
     assert_eq!(got, all[..4]);
     // A fragment that starts before --end is kept even when it runs past it.
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--end", &rfc3339(at_4 + 1)]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            &rfc3339(at_4 + 1),
+        ],
+    );
     assert_eq!(got, all[..5]);
 }
 
@@ -156,7 +262,10 @@ fn end_at_a_fragment_number_excludes_it() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let end = format!("fragment:{}", all[3]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--end", &end]);
+    let got = fragments_written(
+        &w,
+        &["--stream-name", "cam", "--start", "earliest", "--end", &end],
+    );
     assert_eq!(got, all[..3]);
 }
 
@@ -166,35 +275,107 @@ fn end_now_stops_once_caught_up_with_the_live_edge() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let out = run(w.kvs_dl().args([
-        "--stream-name", "cam", "--start", "earliest", "--end", "now", "--format", "raw", "-o", "out.raw",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
     ]));
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("caught up"), "{}", stderr(&out));
-    assert_eq!(contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments, all);
+    assert_eq!(
+        contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments,
+        all
+    );
 }
 
 #[test]
 fn duration_stops_once_the_media_spans_it() {
     let w = World::new(vec![archive("cam", 8)]);
     // 2 s fragments: 5 s of media needs three of them.
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--duration", "5s"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--duration",
+            "5s",
+        ],
+    );
     assert_eq!(got.len(), 3);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--duration", "4s"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--duration",
+            "4s",
+        ],
+    );
     assert_eq!(got.len(), 2);
 }
 
 #[test]
 fn max_fragments_and_max_bytes() {
     let w = World::new(vec![archive("cam", 8)]);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--max-fragments", "1"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--max-fragments",
+            "1",
+        ],
+    );
     assert_eq!(got.len(), 1);
     let size = std::fs::metadata(w.path("out.raw")).unwrap().len();
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--max-fragments", "4"]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--max-fragments",
+            "4",
+        ],
+    );
     assert_eq!(got.len(), 4);
     // The fragment that reaches the limit is kept whole; the run stops after it.
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--max-bytes", &size.to_string()]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--max-bytes",
+            &size.to_string(),
+        ],
+    );
     assert_eq!(got.len(), 1);
-    let got = fragments_written(&w, &["--stream-name", "cam", "--start", "earliest", "--max-bytes", &(size + 1).to_string()]);
+    let got = fragments_written(
+        &w,
+        &[
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--max-bytes",
+            &(size + 1).to_string(),
+        ],
+    );
     assert_eq!(got.len(), 2);
 }
 
@@ -209,23 +390,49 @@ fn idle_timeout_ends_a_quiet_stream() {
     let w = World::new(vec![stream]);
     let started = std::time::Instant::now();
     let out = run(w.kvs_dl().args([
-        "--stream-name", "cam", "--start", "earliest", "--idle-timeout", "1s", "--format", "raw", "-o", "out.raw",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--idle-timeout",
+        "1s",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
     ]));
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("--idle-timeout"), "{}", stderr(&out));
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "ended by the timeout, not the server");
-    assert_eq!(contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments, all);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "ended by the timeout, not the server"
+    );
+    assert_eq!(
+        contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments,
+        all
+    );
 }
 
 #[test]
 fn stdout_gets_the_same_bytes_as_a_file() {
-    let Some(body) = capture("output_get_media_sparse_fragments.mkv") else { return };
+    let Some(body) = capture("output_get_media_sparse_fragments.mkv") else {
+        return;
+    };
     let w = World::new(vec![Stream {
         idle_close: IDLE,
         ..Stream::archive("cam", kvs_emu::from_capture(&body).unwrap())
     }]);
     let out = run(w.kvs_dl().args([
-        "--stream-name", "cam", "--start", "earliest", "--end", "now", "--format", "raw", "-o", "-",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "-",
     ]));
     assert_exit(&out, 0);
     assert_eq!(out.stdout, body);
@@ -240,7 +447,16 @@ fn the_endpoint_can_come_from_aws_endpoint_url() {
         .envs(reference.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .env("AWS_ENDPOINT_URL", w.emu.endpoint())
         .current_dir(w.dir.path())
-        .args(["--stream-name", "cam", "--start", "earliest", "--end", "now", "-o", "out.mkv"]);
+        .args([
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+            "-o",
+            "out.mkv",
+        ]);
     let out = run(&mut cmd);
     assert_exit(&out, 0);
     assert!(w.path("out.mkv").exists());
@@ -248,13 +464,20 @@ fn the_endpoint_can_come_from_aws_endpoint_url() {
 
 #[test]
 fn credentials_and_region_from_a_named_profile() {
-    let w = World::new(vec![Stream { region: "eu-west-1".into(), ..archive("cam", 2) }]);
+    let w = World::new(vec![Stream {
+        region: "eu-west-1".into(),
+        ..archive("cam", 2)
+    }]);
     let aws = w.path("home/.aws");
     std::fs::create_dir(&aws).unwrap();
     std::fs::write(aws.join("config"), "[profile cams]\nregion = eu-west-1\n").unwrap();
     std::fs::write(
         aws.join("credentials"),
-        format!("[cams]\naws_access_key_id = {}\naws_secret_access_key = {}\n", kvs_emu::ACCESS_KEY, kvs_emu::SECRET_KEY),
+        format!(
+            "[cams]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            kvs_emu::ACCESS_KEY,
+            kvs_emu::SECRET_KEY
+        ),
     )
     .unwrap();
     let out = run(w
@@ -262,23 +485,51 @@ fn credentials_and_region_from_a_named_profile() {
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_REGION")
-        .args(["--profile", "cams", "--stream-name", "cam", "--start", "earliest", "--end", "now", "-o", "out.mkv"]));
+        .args([
+            "--profile",
+            "cams",
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+            "-o",
+            "out.mkv",
+        ]));
     assert_exit(&out, 0);
-    assert!(w.get_media().iter().all(|r| r.region.as_deref() == Some("eu-west-1")));
+    assert!(
+        w.get_media()
+            .iter()
+            .all(|r| r.region.as_deref() == Some("eu-west-1"))
+    );
 }
 
 #[test]
 fn the_region_comes_from_the_arn() {
-    let stream = Stream { region: "ap-southeast-2".into(), ..archive("cam", 2) };
+    let stream = Stream {
+        region: "ap-southeast-2".into(),
+        ..archive("cam", 2)
+    };
     let arn = stream.arn();
     let w = World::new(vec![stream]);
-    let out = run(w
-        .kvs_dl()
-        .env_remove("AWS_REGION")
-        .args(["--stream-arn", &arn, "--start", "earliest", "--end", "now", "-o", "out.mkv"]));
+    let out = run(w.kvs_dl().env_remove("AWS_REGION").args([
+        "--stream-arn",
+        &arn,
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "-o",
+        "out.mkv",
+    ]));
     assert_exit(&out, 0);
     let media = w.get_media();
     assert!(!media.is_empty());
-    assert!(media.iter().all(|r| r.region.as_deref() == Some("ap-southeast-2")));
+    assert!(
+        media
+            .iter()
+            .all(|r| r.region.as_deref() == Some("ap-southeast-2"))
+    );
     assert_eq!(media[0].body["StreamARN"], arn.as_str());
 }

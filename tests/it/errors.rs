@@ -17,12 +17,22 @@ fn files(w: &World) -> Vec<String> {
 #[test]
 fn an_unknown_stream_exits_4_and_leaves_no_file() {
     let w = World::new(vec![archive("cam", 2)]);
-    let out = run(w.kvs_dl().args(["--stream-name", "nope", "--start", "earliest", "-o", "out.mkv"]));
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "nope",
+        "--start",
+        "earliest",
+        "-o",
+        "out.mkv",
+    ]));
     assert_exit(&out, 4);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("kvs-dl: error: "), "{err}");
-    assert!(err.contains("nope") && err.contains("us-east-1"), "names stream and region: {err}");
+    assert!(
+        err.contains("nope") && err.contains("us-east-1"),
+        "names stream and region: {err}"
+    );
     assert!(err.contains("--region"), "says what to check: {err}");
     assert!(files(&w).is_empty(), "{:?}", files(&w));
 }
@@ -33,12 +43,22 @@ fn a_wrong_secret_exits_3() {
     let out = run(w
         .kvs_dl()
         .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-        .args(["--stream-name", "cam", "--start", "earliest", "-o", "out.mkv"]));
+        .args([
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "-o",
+            "out.mkv",
+        ]));
     assert_exit(&out, 3);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("InvalidSignatureException"), "{err}");
-    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "says what to fix: {err}");
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY"),
+        "says what to fix: {err}"
+    );
     assert!(files(&w).is_empty());
     // Refused at the first call: nothing was retried.
     assert_eq!(w.emu.requests().len(), 1);
@@ -62,21 +82,69 @@ fn no_credentials_at_all_exits_3_before_any_request() {
 fn bad_flags_exit_2_and_name_the_flag() {
     let w = World::new(vec![archive("cam", 2)]);
     for (args, flag) in [
-        (vec!["--stream-name", "cam", "--start", "yesterday", "-o", "x.mkv"], "--start"),
-        (vec!["--stream-name", "cam", "--end", "earliest", "-o", "x.mkv"], "--end"),
-        (vec!["--stream-name", "cam", "--duration", "ten", "-o", "x.mkv"], "--duration"),
-        (vec!["--stream-name", "cam", "--max-bytes", "lots", "-o", "x.mkv"], "--max-bytes"),
-        (vec!["--stream-name", "cam", "--max-fragments", "0", "-o", "x.mkv"], "--max-fragments"),
-        (vec!["--stream-name", "cam", "--format", "mp4", "-o", "x.mkv"], "--format"),
-        (vec!["--stream-name", "cam", "--stream-arn", "arn:aws:kinesisvideo:us-east-1:1:stream/a/1", "-o", "x.mkv"], "--stream-arn"),
-        (vec!["--stream-arn", "arn:nope", "-o", "x.mkv"], "--stream-arn"),
+        (
+            vec![
+                "--stream-name",
+                "cam",
+                "--start",
+                "yesterday",
+                "-o",
+                "x.mkv",
+            ],
+            "--start",
+        ),
+        (
+            vec!["--stream-name", "cam", "--end", "earliest", "-o", "x.mkv"],
+            "--end",
+        ),
+        (
+            vec!["--stream-name", "cam", "--duration", "ten", "-o", "x.mkv"],
+            "--duration",
+        ),
+        (
+            vec!["--stream-name", "cam", "--max-bytes", "lots", "-o", "x.mkv"],
+            "--max-bytes",
+        ),
+        (
+            vec![
+                "--stream-name",
+                "cam",
+                "--max-fragments",
+                "0",
+                "-o",
+                "x.mkv",
+            ],
+            "--max-fragments",
+        ),
+        (
+            vec!["--stream-name", "cam", "--format", "mp4", "-o", "x.mkv"],
+            "--format",
+        ),
+        (
+            vec![
+                "--stream-name",
+                "cam",
+                "--stream-arn",
+                "arn:aws:kinesisvideo:us-east-1:1:stream/a/1",
+                "-o",
+                "x.mkv",
+            ],
+            "--stream-arn",
+        ),
+        (
+            vec!["--stream-arn", "arn:nope", "-o", "x.mkv"],
+            "--stream-arn",
+        ),
         (vec!["--stream-name", "cam"], "--output"),
     ] {
         let out = run(w.kvs_dl().args(&args));
         assert_exit(&out, 2);
         assert!(stderr(&out).contains(flag), "{args:?}: {}", stderr(&out));
     }
-    assert!(w.emu.requests().is_empty(), "usage errors never reach the service");
+    assert!(
+        w.emu.requests().is_empty(),
+        "usage errors never reach the service"
+    );
     assert!(files(&w).is_empty());
 }
 
@@ -84,21 +152,52 @@ fn bad_flags_exit_2_and_name_the_flag() {
 fn an_existing_output_is_refused_without_force() {
     let w = World::new(vec![archive("cam", 2)]);
     std::fs::write(w.path("out.mkv"), b"precious").unwrap();
-    let out = run(w.kvs_dl().args(["--stream-name", "cam", "--start", "earliest", "--end", "now", "-o", "out.mkv"]));
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "-o",
+        "out.mkv",
+    ]));
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     assert_eq!(std::fs::read(w.path("out.mkv")).unwrap(), b"precious");
     assert!(w.emu.requests().is_empty());
-    let out = run(w.kvs_dl().args(["--stream-name", "cam", "--start", "earliest", "--end", "now", "--force", "-o", "out.mkv"]));
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--force",
+        "-o",
+        "out.mkv",
+    ]));
     assert_exit(&out, 0);
-    assert_eq!(contents(&std::fs::read(w.path("out.mkv")).unwrap()).ebml_headers, 1);
+    assert_eq!(
+        contents(&std::fs::read(w.path("out.mkv")).unwrap()).ebml_headers,
+        1
+    );
 }
 
 #[test]
 fn a_run_that_writes_nothing_leaves_nothing() {
     // --end at the first fragment: nothing comes before it.
     let w = World::new(vec![archive("cam", 3)]);
-    let out = run(w.kvs_dl().args(["--stream-name", "cam", "--start", "earliest", "--end", "fragment:1", "-o", "out.mkv"]));
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "fragment:1",
+        "-o",
+        "out.mkv",
+    ]));
     assert_exit(&out, 0);
     assert!(files(&w).is_empty(), "{:?}", files(&w));
 }

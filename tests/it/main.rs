@@ -2,4 +2,5 @@
 
 mod download;
 mod errors;
+mod resilience;
 mod support;

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kvs_emu::{Config, Emulator, Ingest, Request, Stream, StoredFragment, SyntheticSpec};
+use kvs_emu::{Config, Emulator, Ingest, Request, StoredFragment, Stream, SyntheticSpec};
 use mkv::{Event, Parser};
 
 pub const IDLE: Duration = Duration::from_millis(200);

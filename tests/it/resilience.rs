@@ -1,0 +1,384 @@
+//! Faults: every fragment ends up on disk exactly once, with the documented exit code.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use kvs_emu::{CallFault, Live, Stream};
+
+use crate::support::*;
+
+/// Raw download of everything, returning the fragment numbers written.
+fn download_all(w: &World, extra: &[&str]) -> (std::process::Output, Vec<String>) {
+    let out = run(w
+        .kvs_dl()
+        .args([
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+            "--format",
+            "raw",
+            "-o",
+            "out.raw",
+            "--force",
+        ])
+        .args(extra));
+    let got = std::fs::read(w.path("out.raw"))
+        .map(|d| contents(&d).fragments)
+        .unwrap_or_default();
+    (out, got)
+}
+
+/// `n` synthetic fragments of about `bytes` each.
+fn sized(n: usize, bytes: usize) -> Vec<kvs_emu::StoredFragment> {
+    kvs_emu::synthetic(&kvs_emu::SyntheticSpec {
+        fragments: n,
+        target_fragment_bytes: Some(bytes),
+        ..kvs_emu::SyntheticSpec::default()
+    })
+}
+
+fn with_faults(n: usize, faults: Vec<CallFault>) -> (World, Vec<String>) {
+    let stream = Stream {
+        faults,
+        ..archive("cam", n)
+    };
+    let all = numbers(&stream.fragments);
+    (World::new(vec![stream]), all)
+}
+
+#[test]
+fn a_cut_connection_resumes_from_the_last_whole_fragment() {
+    let (w, all) = with_faults(
+        6,
+        vec![CallFault::CutInFragment {
+            index: 2,
+            at_fraction: 0.5,
+        }],
+    );
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(got, all);
+    // The cut, the resumption after the last whole fragment, and the call that finds nothing
+    // newer (caught up).
+    let sel = w.selectors();
+    assert_eq!(sel.len(), 3, "{sel:?}");
+    assert_eq!(sel[1]["StartSelectorType"], "CONTINUATION_TOKEN");
+    assert_eq!(
+        sel[1]["ContinuationToken"],
+        all[1].as_str(),
+        "after the last whole fragment"
+    );
+    assert_eq!(sel[2]["ContinuationToken"], all[5].as_str());
+}
+
+#[test]
+fn server_errors_and_throttling_are_retried() {
+    let (w, all) = with_faults(
+        4,
+        vec![
+            CallFault::Status500,
+            CallFault::Throttle,
+            CallFault::ConnectionLimit,
+        ],
+    );
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(got, all);
+    // Three refusals, the download, and the call that finds nothing newer.
+    assert_eq!(w.get_media().len(), 5);
+}
+
+#[test]
+fn retries_give_up_with_exit_5() {
+    let (w, _) = with_faults(4, vec![CallFault::Status500; 10]);
+    let (out, got) = download_all(&w, &["--max-retries", "3"]);
+    assert_exit(&out, 5);
+    assert!(got.is_empty());
+    assert!(!w.path("out.raw").exists() && !w.path("out.raw.part").exists());
+    assert_eq!(w.get_media().len(), 4, "the first call and three retries");
+    assert!(stderr(&out).contains("--max-retries"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_invalid_endpoint_is_resolved_again() {
+    let (w, all) = with_faults(3, vec![CallFault::InvalidEndpoint]);
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(got, all);
+    let endpoints = w
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "GetDataEndpoint")
+        .count();
+    assert_eq!(endpoints, 2);
+}
+
+#[test]
+fn retryable_in_band_errors_reconnect_and_kms_errors_end_with_exit_3() {
+    let (w, all) = with_faults(
+        5,
+        vec![CallFault::InBandError {
+            after_fragments: 2,
+            id: 5000,
+            code: "INTERNAL_ERROR".into(),
+        }],
+    );
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(got, all);
+    let (w, all) = with_faults(
+        5,
+        vec![CallFault::InBandError {
+            after_fragments: 2,
+            id: 4501,
+            code: "KMS_KEY_DISABLED".into(),
+        }],
+    );
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 3);
+    assert!(stderr(&out).contains("KMS"), "{}", stderr(&out));
+    assert_eq!(got, all[..2], "what came before the error is kept");
+}
+
+#[test]
+fn expired_fragments_are_a_reported_gap() {
+    // Ten 2 s fragments; retention keeps the last 11 s, so fragments 0 to 4 are gone.
+    let stream = Stream {
+        retention_ms: Some(11_000),
+        ..archive("cam", 10)
+    };
+    let all = numbers(&stream.fragments);
+    let w = World::new(vec![stream]);
+    let start = format!("fragment:{}", all[0]);
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "cam",
+        "--start",
+        &start,
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
+        "--progress",
+        "json",
+    ]));
+    assert_exit(&out, 0);
+    let got = contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments;
+    assert_eq!(got, all[5..]);
+    let events = json_lines(&stderr(&out));
+    assert!(events.iter().any(|e| e["event"] == "gap"), "{events:?}");
+    let done = events.iter().find(|e| e["event"] == "done").unwrap();
+    assert_eq!(done["gaps"], 1);
+}
+
+#[test]
+fn session_cuts_and_stalls_lose_nothing() {
+    let stream = Stream {
+        max_session: Some(Duration::from_millis(20)),
+        idle_close: IDLE,
+        ..Stream::archive("cam", sized(30, 1 << 20))
+    };
+    let all = numbers(&stream.fragments);
+    let w = World::new(vec![stream]);
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(got, all);
+    assert!(w.get_media().len() > 1, "the session was cut");
+    // A body silent for longer than the SDK's 5 s stalled-stream grace period.
+    let (w, all) = with_faults(3, vec![CallFault::Stall { ms: 6500 }]);
+    let (out, got) = download_all(&w, &[]);
+    assert_exit(&out, 0);
+    assert_eq!(got, all);
+    assert_eq!(
+        w.get_media()[0].fragments_sent,
+        3,
+        "the stall did not break the connection"
+    );
+}
+
+#[test]
+fn getmedia_calls_stay_within_five_per_second() {
+    let stream = Stream {
+        enforce_limits: true,
+        faults: vec![CallFault::Status500; 12],
+        ..archive("cam", 2)
+    };
+    let all = numbers(&stream.fragments);
+    let w = World::new(vec![stream]);
+    let mut cmd = w.kvs_dl();
+    cmd.env("KVS_DL_BACKOFF_SCALE", "0");
+    let out = run(cmd.args([
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
+        "--max-retries",
+        "20",
+    ]));
+    assert_exit(&out, 0);
+    assert_eq!(
+        contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments,
+        all
+    );
+    let times: Vec<Duration> = w.get_media().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 14);
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 5,
+            "{in_window} calls within a second from call {i}"
+        );
+    }
+    assert!(
+        w.get_media()
+            .iter()
+            .all(|r| r.error_type.as_deref() != Some("ClientLimitExceededException"))
+    );
+}
+
+/// JSON objects, one per line.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Starts kvs-dl with `--progress json` and returns it with a reader of its stderr.
+fn spawn_json(w: &World, args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
+    let mut child = w
+        .kvs_dl()
+        .args(args)
+        .args(["--progress", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    (child, err)
+}
+
+/// Reads JSON events until `n` fragments were written.
+fn wait_fragments(
+    err: &mut BufReader<std::process::ChildStderr>,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events
+        .iter()
+        .filter(|e: &&serde_json::Value| e["event"] == "fragment")
+        .count()
+        < n
+    {
+        assert!(Instant::now() < deadline, "no progress: {events:?}");
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "kvs-dl ended early: {events:?}"
+        );
+        if let Ok(v) = serde_json::from_str(&line) {
+            events.push(v);
+        }
+    }
+    events
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn live(n: usize, speed: f64) -> Stream {
+    Stream {
+        live: Some(Live { speed, backlog: 2 }),
+        ..archive("cam", n)
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_finish_the_file_and_exit_130_and_143() {
+    for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
+        let stream = live(100, 4.0);
+        let all = numbers(&stream.fragments);
+        let w = World::new(vec![stream]);
+        let (mut child, mut err) = spawn_json(
+            &w,
+            &[
+                "--stream-name",
+                "cam",
+                "--start",
+                "earliest",
+                "-o",
+                "out.mkv",
+                "--state-file",
+                "s.json",
+            ],
+        );
+        wait_fragments(&mut err, 3);
+        signal(&child, sig);
+        let mut rest = String::new();
+        err.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{rest}");
+        let file = std::fs::read(w.path("out.mkv")).expect("the file was finished");
+        assert!(!w.path("out.mkv.part").exists());
+        let got = contents(&file);
+        assert_eq!(got.ebml_headers, 1);
+        let events = json_lines(&rest);
+        let written = events
+            .iter()
+            .find(|e| e["event"] == "file")
+            .expect("a file event");
+        let n = written["fragments"].as_u64().unwrap() as usize;
+        assert!(n >= 3);
+        assert_eq!(written["first_fragment"], all[0].as_str());
+        assert_eq!(written["last_fragment"], all[n - 1].as_str());
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
+        assert_eq!(state["last"]["fragment_number"], all[n - 1].as_str());
+        assert!(state["file"].is_null());
+    }
+}
+
+#[test]
+fn a_broken_pipe_ends_quietly() {
+    let w = World::new(vec![live(100, 4.0)]);
+    let mut child = w
+        .kvs_dl()
+        .args(["--stream-name", "cam", "--start", "earliest", "-o", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
+}
