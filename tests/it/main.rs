@@ -2,5 +2,6 @@
 
 mod download;
 mod errors;
+mod media;
 mod resilience;
 mod support;

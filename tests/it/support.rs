@@ -185,3 +185,157 @@ pub fn tool(cmd: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A Matroska file kvs-dl wrote, as ffprobe, mkvmerge and ffmpeg see it.
+#[derive(Debug)]
+pub struct Verdict {
+    pub packets: u64,
+    pub duration: f64,
+    pub start_time: f64,
+    pub tracks: usize,
+    /// ffprobe's `format.tags` (the file's global Tags).
+    pub tags: serde_json::Value,
+    pub ffprobe_stderr: String,
+}
+
+/// Judges a Matroska file with the real tools and checks what must always hold: mkvmerge reads
+/// it without an error or a warning and sees as many tracks as ffprobe; there is one EBML
+/// header, Cues (when `seekable`) and a Segment that ends where the file does; ffmpeg decodes a
+/// video frame from its middle (when the payload is `decodable` media). `None` when the tools
+/// are missing (outside CI).
+pub fn verdict(path: &Path, seekable: bool, decodable: bool) -> Option<Verdict> {
+    if !have("ffprobe") || !have("mkvmerge") || !have("ffmpeg") {
+        return None;
+    }
+    let p = path.to_str().unwrap();
+    let (rc, out, err) = tool(
+        "ffprobe",
+        &["-v", "error", "-count_packets", "-show_entries", "format=duration,start_time:format_tags:stream=nb_read_packets,codec_type", "-of", "json", p],
+    );
+    assert_eq!(rc, 0, "ffprobe {p}: {err}");
+    let probe: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let streams = probe["streams"].as_array().unwrap();
+    let packets = streams
+        .iter()
+        .map(|s| s["nb_read_packets"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let duration = number(&probe["format"]["duration"]);
+    let start_time = number(&probe["format"]["start_time"]);
+
+    let (rc, out, err) = tool("mkvmerge", &["-J", p]);
+    assert_eq!(rc, 0, "mkvmerge -J {p}: {out} {err}");
+    let merge: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(merge["errors"], serde_json::json!([]), "{p}");
+    assert_eq!(merge["warnings"], serde_json::json!([]), "{p}");
+    assert_eq!(merge["tracks"].as_array().unwrap().len(), streams.len(), "{p}: mkvmerge sees every track");
+
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(contents(&data).ebml_headers, 1, "{p}: one EBML header");
+    let level1 = segment_children(&data);
+    if seekable {
+        assert!(level1.contains(&mkv::ebml::id::CUES), "{p}: Cues present");
+        assert!(level1.contains(&mkv::ebml::id::SEEK_HEAD), "{p}: SeekHead present");
+    }
+    assert!(level1.contains(&mkv::ebml::id::TAGS), "{p}: Tags present");
+
+    if decodable && streams.iter().any(|s| s["codec_type"] == "video") {
+        let middle = format!("{:.3}", duration / 2.0);
+        let (rc, out, err) = tool(
+            "ffmpeg",
+            &["-v", "error", "-ss", &middle, "-i", p, "-map", "0:v:0", "-frames:v", "1", "-f", "framemd5", "-"],
+        );
+        assert_eq!(rc, 0, "{p}: {err}");
+        assert!(err.is_empty(), "{p}: ffmpeg seeking to {middle}: {err}");
+        assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 1, "{p}: a frame decoded at {middle} s");
+    }
+    Some(Verdict {
+        packets,
+        duration,
+        start_time,
+        tracks: streams.len(),
+        tags: probe["format"]["tags"].clone(),
+        ffprobe_stderr: err_of_probe(p),
+    })
+}
+
+/// What `ffprobe -v error` prints about a file: nothing, for a clean one.
+fn err_of_probe(p: &str) -> String {
+    tool("ffprobe", &["-v", "error", p]).2
+}
+
+/// The IDs of the Segment's children, in order (the file must be one known-size Segment).
+pub fn segment_children(data: &[u8]) -> Vec<u32> {
+    use mkv::ebml::read_header;
+    let ebml = read_header(data).unwrap().unwrap();
+    let at = ebml.len + ebml.size.unwrap() as usize;
+    let seg = read_header(&data[at..]).unwrap().unwrap();
+    let mut pos = at + seg.len;
+    let end = match seg.size {
+        Some(size) => {
+            assert_eq!(pos + size as usize, data.len(), "the Segment ends where the file does");
+            data.len()
+        }
+        None => data.len(),
+    };
+    let mut ids = Vec::new();
+    while pos < end {
+        let h = read_header(&data[pos..]).unwrap().unwrap();
+        ids.push(h.id);
+        match h.size {
+            Some(size) => pos += h.len + size as usize,
+            None => break,
+        }
+    }
+    ids
+}
+
+/// Media made once per test run with ffmpeg (10 s, key frames every second): H.264 + AAC,
+/// H.265, and H.264 at a second resolution. `None` without ffmpeg (outside CI).
+pub fn generated(name: &str) -> Option<Vec<u8>> {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if !have("ffmpeg") {
+        return None;
+    }
+    let _guard = LOCK.lock().unwrap();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let path = dir.path().join(name);
+    if !path.exists() {
+        let video = |size: &str| format!("testsrc2=duration=10:size={size}:rate=25");
+        let args: Vec<String> = match name {
+            "h264-aac.mkv" => vec![
+                "-f", "lavfi", "-i", &video("320x240"), "-f", "lavfi", "-i", "sine=frequency=440:duration=10",
+                "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
+                "-c:a", "aac", "-shortest",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "h264-640.mkv" => vec![
+                "-f", "lavfi", "-i", &video("640x480"),
+                "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "h265.mkv" => vec![
+                "-f", "lavfi", "-i", &video("320x240"),
+                "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=25:min-keyint=25:no-open-gop=1:bframes=0:log-level=error",
+                "-pix_fmt", "yuv420p",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            other => panic!("no recipe for {other}"),
+        };
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args(&args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ffmpeg {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Some(std::fs::read(path).unwrap())
+}
