@@ -2,6 +2,7 @@
 
 mod download;
 mod errors;
+mod matrix;
 mod media;
 mod resilience;
 mod support;

@@ -382,3 +382,93 @@ fn a_broken_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
 }
+
+#[test]
+fn chained_cron_runs_hold_every_fragment_exactly_once() {
+    // A fragment arrives every second while the runs go on.
+    let stream = Stream {
+        live: Some(Live { speed: 2.0, backlog: 5 }),
+        ..archive("cam", 15)
+    };
+    let all = numbers(&stream.fragments);
+    let w = World::new(vec![stream]);
+    let mut union = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for run_no in 0.. {
+        assert!(Instant::now() < deadline, "the chain never caught up with the whole stream");
+        let name = format!("run{run_no}.raw");
+        let out = run(w.kvs_dl().args([
+            "--stream-name", "cam", "--start", "earliest", "--end", "now", "--state-file", "s.json", "--format", "raw", "-o", &name,
+        ]));
+        assert_exit(&out, 0);
+        if let Ok(data) = std::fs::read(w.path(&name)) {
+            union.extend(contents(&data).fragments);
+        }
+        if union.len() == all.len() {
+            assert!(run_no >= 2, "the chain took several runs");
+            break;
+        }
+    }
+    assert_eq!(union, all, "every fragment once, in order");
+}
+
+#[test]
+fn a_refused_saved_token_falls_back_to_the_saved_time() {
+    let stream = archive("cam", 6);
+    let all = numbers(&stream.fragments);
+    let saved = &stream.fragments[2];
+    let state = serde_json::json!({
+        "version": 1,
+        "stream": "cam",
+        "last": {
+            "fragment_number": saved.number(),
+            "server_timestamp_ms": saved.server_ms(),
+            "producer_timestamp_ms": saved.producer_ms(),
+            "continuation_token": "no.longer.valid",
+        },
+        "file": null,
+    });
+    let w = World::new(vec![stream]);
+    std::fs::write(w.path("s.json"), state.to_string()).unwrap();
+    let out = run(w.kvs_dl().args([
+        "--stream-name", "cam", "--start", "earliest", "--end", "now", "--state-file", "s.json", "--format", "raw", "-o", "out.raw",
+    ]));
+    assert_exit(&out, 0);
+    assert_eq!(contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments, all[3..]);
+    let sel = w.selectors();
+    assert_eq!(sel[0]["StartSelectorType"], "CONTINUATION_TOKEN");
+    assert_eq!(sel[1]["StartSelectorType"], "SERVER_TIMESTAMP");
+}
+
+#[test]
+fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
+    let stream = live(100, 4.0);
+    let fragments = stream.fragments.clone();
+    let all = numbers(&fragments);
+    let w = World::new(vec![stream]);
+    let args = ["--stream-name", "cam", "--start", "earliest", "--state-file", "s.json", "--segment", "1h", "-o", "seg-{fragment}.mkv"];
+    let (mut child, mut err) = spawn_json(&w, &args);
+    wait_fragments(&mut err, 4);
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    let first = w.path(&format!("seg-{}.mkv", all[0]));
+    assert!(!first.exists(), "killed: nothing finished");
+    assert!(w.path(&format!("seg-{}.mkv.part", all[0])).exists());
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
+    let recorded = all.iter().position(|n| *n == state["last"]["fragment_number"]).unwrap() + 1;
+    assert!(recorded >= 3, "{state}");
+
+    let out = run(w.kvs_dl().args(args).args(["--max-fragments", "3"]));
+    assert_exit(&out, 0);
+    assert!(!w.path(&format!("seg-{}.mkv.part", all[0])).exists());
+    let next = w.path(&format!("seg-{}.mkv", all[recorded]));
+    for (path, range) in [(first, 0..recorded), (next, recorded..recorded + 3)] {
+        let data = std::fs::read(&path).unwrap();
+        let served: Vec<Vec<u8>> = fragments[range.clone()].iter().flat_map(|f| contents(&f.chunk(0)).blocks).collect();
+        assert_eq!(contents(&data).blocks, served, "{}: exactly its fragments", path.display());
+        if let Some(v) = verdict(&path, true, false) {
+            assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], all[range.start].as_str());
+            assert_eq!(v.tags["KVS_LAST_FRAGMENT_NUMBER"], all[range.end - 1].as_str());
+        }
+    }
+}
