@@ -229,7 +229,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
 
     /// Runs until a stop condition holds or an error ends it. The writer is left for the
     /// caller to finish either way: everything it committed is whole.
-    pub async fn run(&mut self) -> Result<(Stopped, Summary), Error> {
+    pub async fn run(&mut self) -> Result<Stopped, Error> {
         let mut selector = match self.last.is_some() {
             true => self.resume_selector(&Selector::Earliest, 0),
             false => self.initial_selector(),
@@ -244,7 +244,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
         let mut expired_before = false;
         loop {
             if let Some(stop) = self.pause(wait).await {
-                return Ok(self.stopped(stop));
+                return Ok(stop);
             }
             wait = Duration::ZERO;
             self.last_call = Some(Instant::now());
@@ -252,13 +252,13 @@ impl<'a, S: MediaSource> Download<'a, S> {
                 Ok(body) => {
                     expired_before = false;
                     match self.session(body).await? {
-                        SessionEnd::Stop(stop) => return Ok(self.stopped(stop)),
+                        SessionEnd::Stop(stop) => return Ok(stop),
                         SessionEnd::Clean { new_fragments } => {
                             // Caught up: a whole session (the service ends one after ~3 s without
                             // a new fragment) brought nothing. A session that did bring some may
                             // have been cut short (the ~45-minute limit), so ask once more.
                             if self.cfg.stop.end.is_some() && new_fragments == 0 {
-                                return Ok(self.stopped(Stopped::CaughtUp));
+                                return Ok(Stopped::CaughtUp);
                             }
                             if new_fragments == 0 {
                                 wait = self.pacing.poll;
@@ -485,14 +485,12 @@ impl<'a, S: MediaSource> Download<'a, S> {
             .map_err(|e| Error::io("dropping a cut-off fragment", e))
     }
 
-    fn stopped(&mut self, stop: Stopped) -> (Stopped, Summary) {
-        let summary = Summary {
+    /// The totals so far (the caller adds the files, the reason and the exit code).
+    pub fn summary(&self) -> Summary {
+        Summary {
             wall_ms: self.started.elapsed().as_millis() as u64,
-            reason: stop.describe(),
-            exit_code: stop.exit_code(),
             ..self.summary.clone()
-        };
-        (stop, summary)
+        }
     }
 }
 

@@ -58,24 +58,42 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
     }
     let result = download.run().await;
     let last = download.last().cloned();
+    let mut summary = download.summary();
     drop(download);
     // Whatever ended the run, what was committed is whole fragments: make it final.
-    let mut files = saved.recovered.into_iter().collect::<Vec<_>>();
+    let mut files: Vec<FileReport> = saved.recovered.into_iter().collect();
     files.extend(writer.take_closed());
-    let finished = writer.finish();
-    if let (Some(path), Some(last), Ok(_)) = (&cfg.state_file, &last, &finished) {
-        state::save(path, &State::after(cfg, last, None))
-            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))?;
-    }
-    let (stopped, mut summary) = result?;
-    files.extend(finished.map_err(|e| Error::io("finishing the output", e))?);
+    let finished = writer
+        .finish()
+        .map_err(|e| Error::io("finishing the output", e));
+    let saved_state = match (&cfg.state_file, &last, &finished) {
+        (Some(path), Some(last), Ok(_)) => state::save(path, &State::after(cfg, last, None))
+            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e)),
+        _ => Ok(()),
+    };
+    let outcome = match (result, finished, saved_state) {
+        (Ok(stopped), Ok(last_file), Ok(())) => {
+            files.extend(last_file);
+            Ok(stopped)
+        }
+        (Err(e), Ok(last_file), _) => {
+            files.extend(last_file);
+            Err(e)
+        }
+        (Err(e), Err(_), _) | (Ok(_), Err(e), _) | (Ok(_), Ok(_), Err(e)) => Err(e),
+    };
     for file in files {
         summary.files += 1;
         summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
         reporter.report(&Report::File(file));
     }
+    (summary.exit_code, summary.reason) = match &outcome {
+        Ok(stopped) => (stopped.exit_code(), stopped.describe()),
+        Err(e) if e.is_broken_pipe() => (0, "the reader of standard output went away".into()),
+        Err(e) => (e.exit_code(), e.to_string()),
+    };
     reporter.report(&Report::Done(summary));
-    Ok(stopped.exit_code())
+    outcome.map(|stopped| stopped.exit_code())
 }
 
 /// What a state file says about where to go on.
