@@ -681,7 +681,11 @@ fn group_block_header(mut data: &[u8]) -> Result<Option<(u64, i16, u8)>, &'stati
     }
 }
 
-/// Gathers (TagName, TagString) pairs from a Tags element's data, SimpleTags nested or not.
+/// The prefix of the service's own tag names; other tags belong to the producer.
+const KVS_TAG_PREFIX: &[u8] = b"AWS_KINESISVIDEO_";
+
+/// Gathers the service's (TagName, TagString) pairs from a Tags element's data, SimpleTags
+/// nested or not. Producer tags are skipped without allocating: some producers send many.
 fn collect_simple_tags(
     data: &[u8],
     depth: usize,
@@ -700,14 +704,16 @@ fn collect_simple_tags(
                 for field in ebml::children(value) {
                     let (fid, fvalue) = field?;
                     match fid {
-                        id::TAG_NAME => name = Some(text(fvalue)),
-                        id::TAG_STRING => string = Some(text(fvalue)),
+                        id::TAG_NAME => name = Some(fvalue),
+                        id::TAG_STRING => string = Some(fvalue),
                         id::SIMPLE_TAG => collect_simple_tags(fvalue, depth + 1, out)?,
                         _ => {}
                     }
                 }
-                if let (Some(name), Some(string)) = (name, string) {
-                    out.push((name, string));
+                if let (Some(name), Some(string)) = (name, string)
+                    && name.starts_with(KVS_TAG_PREFIX)
+                {
+                    out.push((text(name), text(string)));
                 }
             }
             _ => {}
