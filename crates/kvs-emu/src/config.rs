@@ -1,5 +1,5 @@
-//! What the emulator serves: credentials, ports, and the streams with their fragments, clocks,
-//! limits and scripted faults.
+//! What the emulator serves: credentials and the roles they may assume, ports, and the streams
+//! with their fragments, clocks, limits and scripted faults.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ pub const ACCESS_KEY: &str = "AKIDKVSEMULATOR";
 pub const SECRET_KEY: &str = "kvs-emu-secret";
 
 /// The emulator's configuration. `Config::default()` has the default keys, signature checks on,
-/// OS-chosen ports and no streams.
+/// any role assumable, OS-chosen ports and no streams.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub access_key: String,
@@ -22,6 +22,10 @@ pub struct Config {
     /// Append the service namespace to `x-amzn-ErrorType` (`Name:https://…`), as AWS sometimes
     /// does, to test that a client strips it.
     pub namespaced_error_types: bool,
+    /// Role ARNs that STS AssumeRole (on the control plane) may hand out credentials for; a role
+    /// outside the list gets AccessDenied. Empty: any role ARN of the shape
+    /// `arn:aws:iam::<12 digits>:role/<name>`.
+    pub roles: Vec<String>,
     pub streams: Vec<Stream>,
     /// Control-plane port (GetDataEndpoint); 0: any free port.
     pub control_port: u16,
@@ -36,6 +40,7 @@ impl Default for Config {
             secret_key: SECRET_KEY.into(),
             verify_signatures: true,
             namespaced_error_types: false,
+            roles: Vec::new(),
             streams: Vec::new(),
             control_port: 0,
             data_port: 0,
@@ -55,8 +60,11 @@ pub struct Stream {
     /// `None`: an archive, every fragment stored from the start.
     pub live: Option<Live>,
     /// What happens to GetMedia call 0, 1, 2… on this stream (as numbered in the request log);
-    /// calls past the end of the list are served normally.
+    /// calls past the end of the list are served normally, unless `fault_cycle`.
     pub faults: Vec<CallFault>,
+    /// Repeat `faults` for ever: call `i` gets `faults[i % faults.len()]`, so that "every call
+    /// is cut after N bytes" is one fault.
+    pub fault_cycle: bool,
     /// Refuse more than 5 GetMedia calls per second (ClientLimitExceededException) and more
     /// than 3 open GetMedia bodies (ConnectionLimitExceededException), like the service.
     pub enforce_limits: bool,
@@ -64,6 +72,11 @@ pub struct Stream {
     /// gone (the stream's clock: the end of its last fragment for an archive, the live clock
     /// otherwise).
     pub retention_ms: Option<u64>,
+    /// Refuse a CONTINUATION_TOKEN that names a fragment the stream does not hold (never had, has
+    /// not received yet, or lost to retention) with 400 InvalidArgumentException "ContinuationToken
+    /// is not valid", as a service that no longer accepts an old token does, instead of the
+    /// in-band FRAGMENT_NOT_FOUND (4000) chunk: the client must fall back to a timestamp.
+    pub reject_unknown_tokens: bool,
     /// A GetMedia body ends (cleanly) after this long without a new fragment to send; the
     /// service's is 3 s.
     pub idle_close: Duration,
@@ -92,8 +105,10 @@ impl Stream {
             fragments,
             live: None,
             faults: Vec::new(),
+            fault_cycle: false,
             enforce_limits: false,
             retention_ms: None,
+            reject_unknown_tokens: false,
             idle_close: Duration::from_secs(3),
             max_session: None,
         }
@@ -114,6 +129,16 @@ impl Stream {
             "arn:aws:kinesisvideo:{}:123456789012:stream/{}/1700000000000",
             self.region, self.name
         )
+    }
+
+    /// What the scripted faults do to GetMedia call `call` on this stream.
+    pub(crate) fn fault(&self, call: usize) -> CallFault {
+        let index = match self.faults.len() {
+            0 => return CallFault::None,
+            len if self.fault_cycle => call % len,
+            _ => call,
+        };
+        self.faults.get(index).cloned().unwrap_or(CallFault::None)
     }
 
     /// Why the stream cannot be served, if it cannot.

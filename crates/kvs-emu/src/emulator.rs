@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::requests::{Log, Plane, Request};
 use crate::server::{Shared, router};
+use crate::sts::is_role_arn;
 
 /// A running emulator. Dropping it stops it and drops every open connection.
 #[derive(Debug)]
@@ -25,10 +26,15 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Checks the configuration, binds both listeners on 127.0.0.1 and starts serving. Returns
+    /// Checks the configuration (streams, role ARNs), binds both listeners on 127.0.0.1 and starts serving. Returns
     /// once they accept connections.
     pub fn start(config: Config) -> io::Result<Emulator> {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        if let Some(role) = config.roles.iter().find(|r| !is_role_arn(r)) {
+            return Err(invalid(format!(
+                "role {role:?} is not a role ARN (arn:aws:iam::<12 digits>:role/<name>)"
+            )));
+        }
         for (i, stream) in config.streams.iter().enumerate() {
             stream.check().map_err(invalid)?;
             if config.streams[..i].iter().any(|s| s.name == stream.name) {

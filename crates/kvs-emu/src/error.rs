@@ -1,10 +1,11 @@
-//! Error answers in the AWS rest-json shape: status, `x-amzn-ErrorType`, `x-amzn-RequestId` and
-//! `{"Message": …}` (kvs-protocol.md §1, §3.3).
+//! Error answers in the AWS rest-json shape of the Kinesis Video Streams APIs: status,
+//! `x-amzn-ErrorType`, `x-amzn-RequestId` and `{"Message": …}` (kvs-protocol.md §1, §3.3). STS
+//! answers the same errors in the awsQuery shape ([`crate::query`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::sigv4::{AuthError, SERVICE};
+use crate::sigv4::AuthError;
 
 /// The namespace AWS sometimes appends to the error type.
 const NAMESPACE: &str = "https://kinesisvideo.amazonaws.com/doc/2017-09-30/";
@@ -18,7 +19,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
@@ -63,6 +64,15 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "NotAuthorizedException",
             "The caller is not authorized to perform this operation, or the token has expired.",
+        )
+    }
+
+    /// What KVS says when the temporary credentials a streaming call was signed with aged out.
+    pub fn expired_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "NotAuthorizedException",
+            "The security token included in the request is expired",
         )
     }
 
@@ -138,13 +148,16 @@ impl From<AuthError> for ApiError {
             AuthError::Malformed(why) => {
                 Self::new(StatusCode::BAD_REQUEST, "IncompleteSignatureException", why)
             }
-            AuthError::UnknownKey => forbidden(
+            AuthError::UnknownKey | AuthError::InvalidToken => forbidden(
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
             ),
-            AuthError::WrongService => forbidden(
+            // What KVS answers then, rather than the generic 403 ExpiredTokenException: the
+            // same answer as the scripted fault, so one client path handles both.
+            AuthError::ExpiredToken => Self::expired_token(),
+            AuthError::WrongService { expected } => forbidden(
                 "InvalidSignatureException",
-                &format!("Credential should be scoped to correct service: '{SERVICE}'. "),
+                &format!("Credential should be scoped to correct service: '{expected}'. "),
             ),
             AuthError::Mismatch => forbidden(
                 "InvalidSignatureException",

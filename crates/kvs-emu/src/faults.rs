@@ -37,6 +37,12 @@ pub enum CallFault {
     InvalidEndpoint,
     /// 401 NotAuthorizedException.
     NotAuthorized,
+    /// 400 InvalidArgumentException with this message.
+    InvalidArgument { message: String },
+    /// 401 NotAuthorizedException "The security token included in the request is expired", as
+    /// KVS answers when the credentials a streaming call was signed with aged out: a client
+    /// should resolve the data endpoint again and retry once.
+    ExpiredToken,
 }
 
 /// GetMedia calls allowed per stream per second.

@@ -4,6 +4,8 @@
 //! byte for byte like the service (kvs-protocol.md): SigV4-checked requests, AWS error shapes,
 //! chunked bodies of one Matroska document per fragment with the KVS tags around each cluster,
 //! live streams whose fragments arrive over time, the service's limits, and scripted faults.
+//! The control plane also answers STS AssumeRole, and the temporary credentials it issues are
+//! then accepted (and checked) like the long-term key, so role assumption is testable offline.
 //!
 //! ```no_run
 //! use kvs_emu::{Config, Emulator, Stream, SyntheticSpec, synthetic};
@@ -21,16 +23,19 @@
 
 mod capture;
 mod config;
+mod credentials;
 mod emulator;
 mod error;
 mod faults;
 mod fragment;
+mod query;
 mod remux;
 mod requests;
 mod selector;
 mod server;
 mod session;
 mod sigv4;
+mod sts;
 mod synthetic;
 mod tags;
 mod timeline;

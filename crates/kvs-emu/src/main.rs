@@ -1,4 +1,4 @@
-//! `kvs-emu`: serve local Kinesis video streams until Ctrl-C.
+//! `kvs-emu`: serve local Kinesis video streams until Ctrl-C or SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +10,8 @@ use kvs_emu::{
     from_capture, from_mkv, is_capture, synthetic,
 };
 
-/// A local Amazon Kinesis Video Streams emulator (GetDataEndpoint + GetMedia), for trying and
-/// testing clients without AWS.
+/// A local Amazon Kinesis Video Streams emulator (GetDataEndpoint + GetMedia, and STS
+/// AssumeRole for any role), for trying and testing clients without AWS.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -121,6 +121,14 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
     let summary: Vec<String> = streams.iter().map(|s| describe(s, cli)).collect();
     let first = streams[0].name.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let stop = {
+        let _context = runtime.enter();
+        StopSignals::install().map_err(|e| format!("cannot catch Ctrl-C or SIGTERM: {e}"))?
+    };
     let emulator = Emulator::start(Config {
         verify_signatures: !cli.no_verify,
         streams,
@@ -150,13 +158,56 @@ fn run(cli: &Cli) -> Result<(), String> {
     );
     println!("  kvs-dl --endpoint-url {endpoint} --stream-name {first} {range} -o {first}.mkv");
 
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .and_then(|runtime| runtime.block_on(tokio::signal::ctrl_c()))
+    runtime
+        .block_on(stop.wait())
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
     drop(emulator);
     Ok(())
+}
+
+/// Ctrl-C and, on Unix, SIGTERM (what `kill`, service managers and container runtimes send to
+/// stop a server): either ends the emulator the same clean way, with exit code 0. Both are
+/// caught from the moment they are installed, before the banner, so that a script that stops
+/// the emulator as soon as it printed its endpoint never kills it mid-way.
+#[cfg(unix)]
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    /// Needs a Tokio runtime's context.
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) -> std::io::Result<()> {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        Ok(())
+    }
+}
+
+/// Elsewhere, only Ctrl-C.
+#[cfg(not(unix))]
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        Ok(StopSignals)
+    }
+
+    async fn wait(self) -> std::io::Result<()> {
+        tokio::signal::ctrl_c().await
+    }
 }
 
 /// The fragments of one stream. Generated and remuxed media is stamped to start now (live) or

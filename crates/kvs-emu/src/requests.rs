@@ -33,10 +33,12 @@ pub enum BodyEnd {
 /// One logged request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Request {
-    /// `GetDataEndpoint`, `GetMedia`, or the path of anything else.
+    /// `GetDataEndpoint`, `GetMedia`, the `Action` of an STS request (`AssumeRole`), or the path
+    /// of anything else.
     pub operation: String,
     pub plane: Plane,
-    /// The JSON body (`Null` when it was not JSON).
+    /// The JSON body (`Null` when it was not JSON); for an STS request, its form fields as an
+    /// object of strings.
     pub body: serde_json::Value,
     /// The stream the request resolved to, by name or ARN.
     pub stream: Option<String>,
@@ -47,6 +49,9 @@ pub struct Request {
     pub error_type: Option<String>,
     /// From the SigV4 credential scope, whether or not the signature was valid.
     pub access_key: Option<String>,
+    /// The role whose temporary credentials (from AssumeRole) that access key is; `None` for the
+    /// long-term key or an unknown one.
+    pub assumed_role: Option<String>,
     pub region: Option<String>,
     /// When the request arrived, since the emulator started (monotonic).
     pub at: Duration,

@@ -154,6 +154,22 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// Whether this is a CONTINUATION_TOKEN naming a fragment the stream does not hold now: one
+    /// it never had, has not received yet, or lost to retention. The service gave out no such
+    /// token, or no longer honours it.
+    pub fn is_stale_token(&self, view: View<'_>) -> bool {
+        let Selector::ContinuationToken(number) = self else {
+            return false;
+        };
+        let end = view.arrived.min(view.fragments.len());
+        let held = &view.fragments[view.oldest.min(end)..end];
+        !held
+            .iter()
+            .any(|f| cmp_fragment_numbers(f.number(), number) == Ordering::Equal)
+    }
+}
+
 /// The first kept fragment whose `[start, start + duration)` holds `t`, else the first kept one
 /// starting after `t`.
 fn by_time(view: View<'_>, t: i64, start: fn(&StoredFragment) -> i64) -> usize {
@@ -347,5 +363,22 @@ mod tests {
         }
         // A number older than every fragment names nothing: start at the oldest kept one.
         assert_eq!(index(Selector::FragmentNumber("5".into()), kept_from_5), 5);
+    }
+
+    #[test]
+    fn stale_tokens_name_no_fragment_held() {
+        let f = stream();
+        let token = |i: usize| Selector::ContinuationToken(f[i].number().into());
+        // Fragments 3 to 6 held: 0 to 2 expired, 7 to 9 not arrived.
+        let held = view(&f, 3, 7);
+        assert!(token(0).is_stale_token(held));
+        assert!(!token(3).is_stale_token(held));
+        assert!(!token(6).is_stale_token(held));
+        assert!(token(7).is_stale_token(held));
+        assert!(Selector::ContinuationToken("5".into()).is_stale_token(held));
+        // Other selectors are never tokens.
+        assert!(!Selector::FragmentNumber(f[0].number().into()).is_stale_token(held));
+        // All expired.
+        assert!(token(9).is_stale_token(view(&f, 10, 10)));
     }
 }

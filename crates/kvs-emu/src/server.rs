@@ -1,5 +1,6 @@
-//! The two HTTP listeners and their operations: GetDataEndpoint on the control plane, GetMedia on
-//! the data plane. Every request is logged, signature-checked, then dispatched.
+//! The two HTTP listeners and their operations: GetDataEndpoint and STS AssumeRole on the control
+//! plane, GetMedia on the data plane. Every request is logged, signature-checked, then
+//! dispatched.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -9,23 +10,28 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::config::{Config, Stream, is_stream_name};
+use crate::credentials::{Identity, Keyring};
 use crate::error::ApiError;
 use crate::faults::{CallBook, CallFault, Refusal};
+use crate::query;
 use crate::requests::{Log, Plane, Request};
 use crate::selector::{Selector, View};
 use crate::session::Session;
-use crate::sigv4::{AuthError, Authorization};
+use crate::sigv4::{self, AuthError, Authorization};
+use crate::sts::{self, Sts};
 use crate::timeline::Timeline;
 
 /// State shared by both listeners and every body being streamed.
 #[derive(Debug)]
 pub struct Shared {
-    access_key: String,
-    secret_key: String,
+    keys: Keyring,
+    /// Roles AssumeRole may hand out credentials for; empty: any.
+    roles: Vec<String>,
     verify_signatures: bool,
     namespaced_error_types: bool,
     pub streams: Vec<StreamState>,
@@ -63,8 +69,8 @@ impl Shared {
             })
             .collect();
         Shared {
-            access_key: config.access_key,
-            secret_key: config.secret_key,
+            keys: Keyring::new(config.access_key, config.secret_key),
+            roles: config.roles,
             verify_signatures: config.verify_signatures,
             namespaced_error_types: config.namespaced_error_types,
             streams,
@@ -132,6 +138,25 @@ struct Listener {
     plane: Plane,
 }
 
+/// How a request is encoded, and so how it is authenticated and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Kinesis Video Streams: `POST /<operation>` with a JSON body, signed for `kinesisvideo`.
+    RestJson,
+    /// STS: a form-encoded `POST /` on the control plane, signed for `sts`.
+    AwsQuery,
+}
+
+impl Protocol {
+    fn of(plane: Plane, method: &Method, path: &str) -> Protocol {
+        if plane == Plane::Control && method == Method::POST && path == "/" {
+            Protocol::AwsQuery
+        } else {
+            Protocol::RestJson
+        }
+    }
+}
+
 async fn handle(
     State(listener): State<Listener>,
     method: Method,
@@ -141,17 +166,30 @@ async fn handle(
 ) -> Response {
     let Listener { shared, plane } = listener;
     let request_id = shared.request_id();
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let protocol = Protocol::of(plane, &method, uri.path());
+    let (operation, fields) = match protocol {
+        Protocol::RestJson => (
+            operation_name(uri.path()),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        ),
+        Protocol::AwsQuery => {
+            let fields = query::form_fields(&body);
+            let action = fields.get("Action").and_then(Value::as_str).unwrap_or("/");
+            (action.to_owned(), fields)
+        }
+    };
     let auth = Authorization::parse(&headers);
+    let access_key = auth.as_ref().ok().map(|a| a.access_key.clone());
     let entry = shared.log.push(Request {
-        operation: operation_name(uri.path()),
+        operation,
         plane,
-        body: json.clone(),
+        body: fields.clone(),
         stream: None,
         call_index: None,
         status: 0,
         error_type: None,
-        access_key: auth.as_ref().ok().map(|a| a.access_key.clone()),
+        assumed_role: access_key.as_deref().and_then(|k| shared.keys.role_of(k)),
+        access_key,
         region: auth.as_ref().ok().map(|a| a.region.clone()),
         at: Instant::now() - shared.started,
         bytes_sent: 0,
@@ -159,8 +197,17 @@ async fn handle(
         body_end: None,
     });
 
-    let answer = check_signature(&shared, auth, &method, &uri, &headers, &body)
-        .and_then(|()| route(&shared, plane, &method, uri.path(), &json, entry));
+    let answer =
+        authenticate(&shared, protocol, auth, &method, &uri, &headers, &body).and_then(|caller| {
+            match protocol {
+                Protocol::RestJson => route(&shared, plane, &method, uri.path(), &fields, entry),
+                Protocol::AwsQuery => Sts {
+                    keys: &shared.keys,
+                    roles: &shared.roles,
+                }
+                .answer(&caller, &fields, &request_id, Timestamp::now()),
+            }
+        });
 
     match answer {
         Ok(mut response) => {
@@ -176,31 +223,44 @@ async fn handle(
                 r.status = error.status.as_u16();
                 r.error_type = Some(error.kind.to_owned());
             });
-            error.response(&request_id, shared.namespaced_error_types)
+            match protocol {
+                Protocol::RestJson => error.response(&request_id, shared.namespaced_error_types),
+                Protocol::AwsQuery => query::error_response(&error, &request_id, sts::NAMESPACE),
+            }
         }
     }
 }
 
-/// Recomputes the request's SigV4 signature, unless the emulator was told not to.
-fn check_signature(
+/// Who signed the request: the key its credential scope names, checked by recomputing the
+/// SigV4 signature for the protocol's service. Unless the emulator was told not to check, then
+/// anyone is the user.
+fn authenticate(
     shared: &Shared,
+    protocol: Protocol,
     auth: Result<Authorization, AuthError>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<Identity, ApiError> {
     if !shared.verify_signatures {
-        return Ok(());
+        return Ok(Identity::User);
     }
+    let (service, refusal): (_, fn(AuthError) -> ApiError) = match protocol {
+        Protocol::RestJson => (sigv4::SERVICE, ApiError::from),
+        Protocol::AwsQuery => (sts::SERVICE, sts::auth_error),
+    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     let url = format!("http://{host}{uri}");
-    let keys = (shared.access_key.as_str(), shared.secret_key.as_str());
-    auth?.verify(keys, method.as_str(), &url, headers, body)?;
-    Ok(())
+    let checked = auth.and_then(|auth| {
+        let (key, identity) = shared.keys.find(&auth.access_key, Timestamp::now())?;
+        auth.verify(&key, service, method.as_str(), &url, headers, body)?;
+        Ok(identity)
+    });
+    checked.map_err(refusal)
 }
 
 /// Runs the operation the listener and path name.
@@ -287,30 +347,33 @@ fn get_media(shared: &Arc<Shared>, body: &Value, entry: usize) -> Result<Respons
         Refusal::Rate => ApiError::client_limit(name),
         Refusal::Connections => ApiError::connection_limit(name),
     })?;
-    let fault = stream
-        .spec
-        .faults
-        .get(call)
-        .cloned()
-        .unwrap_or(CallFault::None);
-    match fault {
+    let fault = stream.spec.fault(call);
+    match &fault {
         CallFault::Status500 => return Err(ApiError::internal()),
         CallFault::Throttle => return Err(ApiError::client_limit(name)),
         CallFault::ConnectionLimit => return Err(ApiError::connection_limit(name)),
         CallFault::InvalidEndpoint => return Err(ApiError::invalid_endpoint()),
         CallFault::NotAuthorized => return Err(ApiError::not_authorized()),
+        CallFault::ExpiredToken => return Err(ApiError::expired_token()),
+        CallFault::InvalidArgument { message } => {
+            return Err(ApiError::invalid_argument(message.clone()));
+        }
         _ => {}
     }
 
     let elapsed = now - shared.started;
     let fragments = &stream.spec.fragments;
-    let start = selector.resolve(View {
+    let view = View {
         fragments,
         oldest: stream
             .timeline
             .oldest(fragments, elapsed, stream.spec.retention_ms),
         arrived: stream.timeline.arrived(elapsed),
-    });
+    };
+    if stream.spec.reject_unknown_tokens && selector.is_stale_token(view) {
+        return Err(ApiError::invalid_argument("ContinuationToken is not valid"));
+    }
+    let start = selector.resolve(view);
     let session = Session::new(Arc::clone(shared), index, entry, start, fault, now);
     let mut response = Body::from_stream(session.into_stream()).into_response();
     response

@@ -1,14 +1,20 @@
 //! Server-side SigV4: the signature is recomputed with `aws-sigv4` over the headers the client
 //! says it signed and compared with the one it sent, so a client that signs wrongly (wrong
-//! secret, wrong service, a body changed after signing) fails here as it would against AWS.
+//! secret, wrong service, a body changed after signing, a missing or stale session token) fails
+//! here as it would against AWS.
 
 use std::time::SystemTime;
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use axum::http::HeaderMap;
 
+use crate::credentials::SigningKey;
+
 /// The signing name of every Kinesis Video Streams API.
 pub const SERVICE: &str = "kinesisvideo";
+
+/// The header that carries the session token of temporary credentials.
+const SECURITY_TOKEN: &str = "x-amz-security-token";
 
 /// A parsed `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +34,16 @@ pub enum AuthError {
     /// An Authorization header that is not a SigV4 one, or no usable `x-amz-date`.
     Malformed(String),
     UnknownKey,
-    WrongService,
+    /// Signed for another service than the one that received the request.
+    WrongService {
+        expected: &'static str,
+    },
     Mismatch,
+    /// Temporary credentials without their session token, with another one, or a session
+    /// token sent with the long-term key.
+    InvalidToken,
+    /// Temporary credentials past their expiry.
+    ExpiredToken,
 }
 
 impl Authorization {
@@ -76,31 +90,46 @@ impl Authorization {
         })
     }
 
-    /// Recomputes the signature with the emulator's keys. `url` is the request's full URL as the
-    /// client addressed it.
+    /// Recomputes the signature with `key` (the one the credential scope names) for `service`.
+    /// `url` is the request's full URL as the client addressed it. Temporary credentials must
+    /// come with their session token in `x-amz-security-token`, signed, as the SDKs send it.
     pub fn verify(
         &self,
-        keys: (&str, &str),
+        key: &SigningKey,
+        service: &'static str,
         method: &str,
         url: &str,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(), AuthError> {
-        let (access_key, secret_key) = keys;
-        if self.access_key != access_key {
+        if self.access_key != key.access_key {
             return Err(AuthError::UnknownKey);
         }
-        if self.service != SERVICE {
-            return Err(AuthError::WrongService);
+        if self.service != service {
+            return Err(AuthError::WrongService { expected: service });
+        }
+        let sent_token = headers.get(SECURITY_TOKEN).map(|v| v.as_bytes());
+        match (&key.session_token, sent_token) {
+            (None, None) => {}
+            (Some(token), Some(sent)) if token.as_bytes() == sent => {
+                if !self.signed_headers.iter().any(|h| h == SECURITY_TOKEN) {
+                    return Err(AuthError::Mismatch);
+                }
+            }
+            _ => return Err(AuthError::InvalidToken),
         }
         let time = headers
             .get("x-amz-date")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_amz_date)
             .ok_or_else(|| AuthError::Malformed("missing or invalid x-amz-date".into()))?;
-        // The signer adds x-amz-date itself, from `time`.
+        // The signer adds x-amz-date itself, from `time`, and the session token from the key.
         let mut signed = Vec::new();
-        for name in self.signed_headers.iter().filter(|n| *n != "x-amz-date") {
+        for name in self
+            .signed_headers
+            .iter()
+            .filter(|n| !matches!(n.as_str(), "x-amz-date" | SECURITY_TOKEN))
+        {
             let values = headers.get_all(name.as_str());
             if values.iter().next().is_none() {
                 return Err(AuthError::Mismatch);
@@ -112,13 +141,18 @@ impl Authorization {
                 ));
             }
         }
-        let identity =
-            aws_credential_types::Credentials::new(access_key, secret_key, None, None, "kvs-emu")
-                .into();
+        let identity = aws_credential_types::Credentials::new(
+            &key.access_key,
+            &key.secret_key,
+            key.session_token.clone(),
+            None,
+            "kvs-emu",
+        )
+        .into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name(SERVICE)
+            .name(service)
             .time(time)
             .settings(SigningSettings::default())
             .build()
@@ -154,13 +188,31 @@ mod tests {
     const URL: &str = "http://127.0.0.1:4566/getMedia";
     const BODY: &[u8] = br#"{"StartSelector":{"StartSelectorType":"NOW"},"StreamName":"cam1"}"#;
 
+    fn key(keys: (&str, &str), token: Option<&str>) -> SigningKey {
+        SigningKey {
+            access_key: keys.0.into(),
+            secret_key: keys.1.into(),
+            session_token: token.map(str::to_owned),
+        }
+    }
+
     /// Headers of a request signed like an AWS client would.
     fn signed(keys: (&str, &str), service: &str, body: &[u8]) -> HeaderMap {
+        signed_with(&key(keys, None), service, body)
+    }
+
+    fn signed_with(key: &SigningKey, service: &str, body: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("127.0.0.1:4566"));
         headers.insert("content-type", HeaderValue::from_static("application/json"));
-        let identity =
-            aws_credential_types::Credentials::new(keys.0, keys.1, None, None, "test").into();
+        let identity = aws_credential_types::Credentials::new(
+            &key.access_key,
+            &key.secret_key,
+            key.session_token.clone(),
+            None,
+            "test",
+        )
+        .into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region("eu-west-1")
@@ -191,10 +243,18 @@ mod tests {
         headers
     }
 
-    fn check(headers: &HeaderMap, body: &[u8]) -> Result<Authorization, AuthError> {
+    fn check_with(
+        key: &SigningKey,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Authorization, AuthError> {
         let auth = Authorization::parse(headers)?;
-        auth.verify(KEYS, "POST", URL, headers, body)?;
+        auth.verify(key, SERVICE, "POST", URL, headers, body)?;
         Ok(auth)
+    }
+
+    fn check(headers: &HeaderMap, body: &[u8]) -> Result<Authorization, AuthError> {
+        check_with(&key(KEYS, None), headers, body)
     }
 
     #[test]
@@ -215,7 +275,7 @@ mod tests {
         let other_service = signed(KEYS, "kinesis", BODY);
         assert_eq!(
             check(&other_service, BODY).unwrap_err(),
-            AuthError::WrongService
+            AuthError::WrongService { expected: SERVICE }
         );
 
         let mut tampered = headers.clone();
@@ -227,6 +287,38 @@ mod tests {
             check(&no_date, BODY),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn temporary_keys_need_their_session_token_signed() {
+        let temporary = key(("ASIATEST", "temporary"), Some("token-1"));
+        let headers = signed_with(&temporary, SERVICE, BODY);
+        assert_eq!(headers[SECURITY_TOKEN], "token-1");
+        check_with(&temporary, &headers, BODY).unwrap();
+
+        let other_token = key(("ASIATEST", "temporary"), Some("token-2"));
+        assert_eq!(
+            check_with(&other_token, &headers, BODY).unwrap_err(),
+            AuthError::InvalidToken
+        );
+        let no_token = signed_with(&key(("ASIATEST", "temporary"), None), SERVICE, BODY);
+        assert_eq!(
+            check_with(&temporary, &no_token, BODY).unwrap_err(),
+            AuthError::InvalidToken
+        );
+        // A token sent, but left out of the signature.
+        let mut unsigned_token = no_token;
+        unsigned_token.insert(SECURITY_TOKEN, HeaderValue::from_static("token-1"));
+        assert_eq!(
+            check_with(&temporary, &unsigned_token, BODY).unwrap_err(),
+            AuthError::Mismatch
+        );
+        // The long-term key has no session token to send.
+        let with_token = signed_with(&key(KEYS, Some("token-1")), SERVICE, BODY);
+        assert_eq!(
+            check(&with_token, BODY).unwrap_err(),
+            AuthError::InvalidToken
+        );
     }
 
     #[test]

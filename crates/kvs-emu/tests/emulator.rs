@@ -1,8 +1,10 @@
 //! The emulator over real sockets: the AWS SDK as client where it matters (signing, error
-//! mapping, body errors), raw HTTP/1.1 where the bytes on the wire are the point.
+//! mapping, body errors, assuming a role), raw HTTP/1.1 where the bytes on the wire are the
+//! point.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_kinesisvideo::types::ApiName;
 use aws_sdk_kinesisvideomedia::config::retry::RetryConfig;
 use aws_sdk_kinesisvideomedia::config::{
@@ -43,10 +45,14 @@ fn start(streams: Vec<Stream>) -> Emulator {
 }
 
 fn control(endpoint: &str, secret: &str, key: &str) -> aws_sdk_kinesisvideo::Client {
+    control_as(endpoint, Credentials::new(key, secret, None, None, "test"))
+}
+
+fn control_as(endpoint: &str, credentials: Credentials) -> aws_sdk_kinesisvideo::Client {
     let conf = aws_sdk_kinesisvideo::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
-        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .credentials_provider(credentials)
         .endpoint_url(endpoint)
         .retry_config(RetryConfig::disabled())
         .build();
@@ -54,10 +60,17 @@ fn control(endpoint: &str, secret: &str, key: &str) -> aws_sdk_kinesisvideo::Cli
 }
 
 fn media(endpoint: &str) -> aws_sdk_kinesisvideomedia::Client {
+    media_as(
+        endpoint,
+        Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"),
+    )
+}
+
+fn media_as(endpoint: &str, credentials: Credentials) -> aws_sdk_kinesisvideomedia::Client {
     let conf = aws_sdk_kinesisvideomedia::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .credentials_provider(credentials)
         .endpoint_url(endpoint)
         .retry_config(RetryConfig::disabled())
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
@@ -372,10 +385,14 @@ impl Raw {
 }
 
 async fn raw_post(endpoint: &str, path: &str, body: &str) -> Raw {
+    raw_request(endpoint, path, "application/json", body).await
+}
+
+async fn raw_request(endpoint: &str, path: &str, content_type: &str, body: &str) -> Raw {
     let host = endpoint.trim_start_matches("http://");
     let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -562,16 +579,22 @@ async fn http_faults_come_back_as_typed_errors() {
         CallFault::ConnectionLimit,
         CallFault::InvalidEndpoint,
         CallFault::NotAuthorized,
+        CallFault::InvalidArgument {
+            message: "StartSelector is not valid here".into(),
+        },
+        CallFault::ExpiredToken,
         CallFault::None,
     ];
     let emulator = start(vec![stream]);
     let client = media(&emulator.data_endpoint());
     let mut codes = Vec::new();
-    for _ in 0..5 {
+    let mut messages = Vec::new();
+    for _ in 0..7 {
         let err = get_media(&client, "cam1", selector(StartSelectorType::Earliest))
             .await
             .unwrap_err();
         codes.push(err.code().unwrap_or_default().to_owned());
+        messages.push(err.message().unwrap_or_default().to_owned());
     }
     assert_eq!(
         codes,
@@ -581,14 +604,21 @@ async fn http_faults_come_back_as_typed_errors() {
             "ConnectionLimitExceededException",
             "InvalidEndpointException",
             "NotAuthorizedException",
+            "InvalidArgumentException",
+            "NotAuthorizedException",
         ]
+    );
+    assert_eq!(messages[5], "StartSelector is not valid here");
+    assert_eq!(
+        messages[6],
+        "The security token included in the request is expired"
     );
     let out = get_media(&client, "cam1", selector(StartSelectorType::Earliest))
         .await
         .unwrap();
     assert_eq!(parse(&read_body(out).await.0).fragments.len(), 1);
     let statuses: Vec<u16> = emulator.requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [500, 400, 400, 400, 401, 200]);
+    assert_eq!(statuses, [500, 400, 400, 400, 401, 400, 401, 200]);
 }
 
 #[tokio::test]
@@ -875,4 +905,481 @@ async fn the_service_limits_are_enforced() {
     get_media(&client, "connections", selector(StartSelectorType::Now))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn faults_can_repeat_for_every_call() {
+    let every = Stream {
+        faults: vec![CallFault::Cut { after_bytes: 700 }],
+        fault_cycle: true,
+        ..archive("every", 3)
+    };
+    let alternate = Stream {
+        faults: vec![CallFault::None, CallFault::Throttle],
+        fault_cycle: true,
+        ..archive("alternate", 1)
+    };
+    let once = Stream {
+        faults: vec![CallFault::Throttle],
+        ..archive("once", 1)
+    };
+    let emulator = unsigned(vec![every, alternate, once]);
+    let client = media(&emulator.data_endpoint());
+    for _ in 0..3 {
+        let out = get_media(&client, "every", selector(StartSelectorType::Earliest))
+            .await
+            .unwrap();
+        let (body, failed) = read_body(out).await;
+        assert!(failed);
+        assert_eq!(body.len(), 700);
+    }
+    let mut outcomes = Vec::new();
+    for stream in [
+        "alternate",
+        "alternate",
+        "alternate",
+        "alternate",
+        "once",
+        "once",
+    ] {
+        let result = get_media(&client, stream, selector(StartSelectorType::Earliest)).await;
+        outcomes.push(match result {
+            Ok(out) => format!(
+                "{} fragment",
+                parse(&read_body(out).await.0).fragments.len()
+            ),
+            Err(e) => e.code().unwrap_or_default().to_owned(),
+        });
+    }
+    let throttled = "ClientLimitExceededException";
+    assert_eq!(
+        outcomes,
+        [
+            "1 fragment",
+            throttled,
+            "1 fragment",
+            throttled,
+            throttled,
+            "1 fragment"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stale_continuation_tokens_can_be_refused() {
+    let strict = Stream {
+        retention_ms: Some(5000),
+        reject_unknown_tokens: true,
+        ..archive("cam1", 5)
+    };
+    let numbers = stored_numbers(&strict.fragments);
+    let emulator = start(vec![strict]);
+    let client = media(&emulator.data_endpoint());
+    let token = |token: &str| {
+        StartSelector::builder()
+            .start_selector_type(StartSelectorType::ContinuationToken)
+            .continuation_token(token)
+            .build()
+            .unwrap()
+    };
+
+    // Fragment 0 expired by retention (the stream keeps 3 and 4); "1234" was never a fragment.
+    for stale in [numbers[0].as_str(), "1234"] {
+        let err = get_media(&client, "cam1", token(stale)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                aws_sdk_kinesisvideomedia::Error::InvalidArgumentException(_)
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.message(), Some("ContinuationToken is not valid"));
+    }
+    // A token the stream still holds resumes after its fragment.
+    let body = read_body(
+        get_media(&client, "cam1", token(&numbers[3]))
+            .await
+            .unwrap(),
+    )
+    .await
+    .0;
+    assert_eq!(numbers_of(&body), numbers[4..]);
+    // Fragment numbers are not tokens: an expired one is still reported in band.
+    let expired_number = StartSelector::builder()
+        .start_selector_type(StartSelectorType::FragmentNumber)
+        .after_fragment_number(&numbers[0])
+        .build()
+        .unwrap();
+    let body = read_body(get_media(&client, "cam1", expired_number).await.unwrap())
+        .await
+        .0;
+    let parsed = parse(&body);
+    assert_eq!(parsed.errors.len(), 1);
+    assert_eq!(parsed.errors[0].id, Some(4000));
+    assert_eq!(fragment_numbers(&parsed.fragments), numbers[3..]);
+
+    let statuses: Vec<u16> = emulator.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [400, 400, 200, 200]);
+}
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/kvs-reader";
+
+/// An SDK configuration as kvs-dl loads it: the endpoint for every service, STS included.
+async fn sdk_config(endpoint: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .endpoint_url(endpoint)
+        .retry_config(RetryConfig::disabled())
+        .load()
+        .await
+}
+
+#[tokio::test]
+async fn an_assumed_role_reads_the_stream() {
+    let stream = archive("cam1", 3);
+    let expected = stored_numbers(&stream.fragments);
+    let emulator = Emulator::start(Config {
+        roles: vec![ROLE.into()],
+        streams: vec![stream],
+        ..Config::default()
+    })
+    .unwrap();
+
+    // As kvs-dl --role-arn does it.
+    let sdk = sdk_config(&emulator.endpoint(), ACCESS_KEY, SECRET_KEY).await;
+    let provider = aws_config::sts::AssumeRoleProvider::builder(ROLE)
+        .session_name("kvs-dl")
+        .configure(&sdk)
+        .build()
+        .await;
+    let asked = SystemTime::now();
+    let temporary = provider.provide_credentials().await.unwrap();
+    assert!(temporary.access_key_id().starts_with("ASIA"));
+    assert_ne!(temporary.secret_access_key(), SECRET_KEY);
+    assert!(temporary.session_token().is_some());
+    let lifetime = temporary.expiry().unwrap().duration_since(asked).unwrap();
+    assert!((3598..=3601).contains(&lifetime.as_secs()), "{lifetime:?}");
+
+    let sdk = sdk
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build();
+    let endpoint = aws_sdk_kinesisvideo::Client::new(&sdk)
+        .get_data_endpoint()
+        .stream_name("cam1")
+        .api_name(ApiName::GetMedia)
+        .send()
+        .await
+        .unwrap();
+    let media_conf = aws_sdk_kinesisvideomedia::config::Builder::from(&sdk)
+        .endpoint_url(endpoint.data_endpoint().unwrap())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .build();
+    let client = aws_sdk_kinesisvideomedia::Client::from_conf(media_conf);
+    let out = get_media(&client, "cam1", selector(StartSelectorType::Earliest))
+        .await
+        .unwrap();
+    assert_eq!(numbers_of(&read_body(out).await.0), expected);
+
+    let log = emulator.requests();
+    let assume_role = &log[0];
+    assert_eq!(assume_role.operation, "AssumeRole");
+    assert_eq!(assume_role.plane, Plane::Control);
+    assert_eq!(assume_role.status, 200);
+    assert_eq!(assume_role.access_key.as_deref(), Some(ACCESS_KEY));
+    assert_eq!(assume_role.assumed_role, None);
+    assert_eq!(assume_role.body["Action"], "AssumeRole");
+    assert_eq!(assume_role.body["RoleArn"], ROLE);
+    assert_eq!(assume_role.body["RoleSessionName"], "kvs-dl");
+    let kvs: Vec<_> = log.iter().filter(|r| r.operation != "AssumeRole").collect();
+    let operations: Vec<&str> = kvs.iter().map(|r| r.operation.as_str()).collect();
+    assert_eq!(operations, ["GetDataEndpoint", "GetMedia"]);
+    for request in kvs {
+        assert_eq!(request.status, 200);
+        assert_eq!(request.assumed_role.as_deref(), Some(ROLE));
+        assert!(request.access_key.as_deref().unwrap().starts_with("ASIA"));
+    }
+}
+
+#[tokio::test]
+async fn temporary_credentials_are_checked_like_aws_checks_them() {
+    let emulator = Emulator::start(Config {
+        roles: vec![ROLE.into()],
+        streams: vec![archive("cam1", 1)],
+        ..Config::default()
+    })
+    .unwrap();
+    let sdk = sdk_config(&emulator.endpoint(), ACCESS_KEY, SECRET_KEY).await;
+    let sts = aws_sdk_sts::Client::new(&sdk);
+    let assume = |client: &aws_sdk_sts::Client, role: &str| {
+        client
+            .assume_role()
+            .role_arn(role)
+            .role_session_name("kvs-dl")
+            .send()
+    };
+    let issued = assume(&sts, ROLE).await.unwrap();
+    let issued = issued.credentials().unwrap();
+    // One hour from the call, to the second.
+    let lifetime = issued.expiration().secs() - now_s();
+    assert!((3599..=3600).contains(&lifetime), "{lifetime}");
+    let with_token = |token: Option<&str>| {
+        Credentials::new(
+            issued.access_key_id(),
+            issued.secret_access_key(),
+            token.map(str::to_owned),
+            None,
+            "test",
+        )
+    };
+    let get_endpoint = |credentials: Credentials| {
+        let client = control_as(&emulator.endpoint(), credentials);
+        async move {
+            client
+                .get_data_endpoint()
+                .stream_name("cam1")
+                .api_name(ApiName::GetMedia)
+                .send()
+                .await
+                .map_err(|e| e.into_service_error())
+        }
+    };
+    get_endpoint(with_token(Some(issued.session_token())))
+        .await
+        .unwrap();
+    for token in [None, Some("another-token")] {
+        let err = get_endpoint(with_token(token)).await.unwrap_err();
+        assert_eq!(err.code(), Some("UnrecognizedClientException"), "{token:?}");
+    }
+    // The temporary secret signs; the long-term one does not.
+    let wrong_secret = Credentials::new(
+        issued.access_key_id(),
+        SECRET_KEY,
+        Some(issued.session_token().to_owned()),
+        None,
+        "test",
+    );
+    let err = get_endpoint(wrong_secret).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidSignatureException"));
+
+    // AssumeRole refusals, in the codes STS uses.
+    let other_role = "arn:aws:iam::123456789012:role/kvs-writer";
+    let (code, message, status) = sts_failure(assume(&sts, other_role).await.unwrap_err());
+    assert_eq!((code.as_str(), status), ("AccessDenied", Some(403)));
+    assert_eq!(
+        message,
+        format!(
+            "User: arn:aws:iam::123456789012:user/kvs-emu is not authorized to perform: \
+             sts:AssumeRole on resource: {other_role}"
+        )
+    );
+    let (code, _, status) = sts_failure(assume(&sts, "kvs-reader").await.unwrap_err());
+    assert_eq!((code.as_str(), status), ("ValidationError", Some(400)));
+    let chained = aws_sdk_sts::Client::new(
+        &sdk.to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(with_token(Some(
+                issued.session_token(),
+            ))))
+            .build(),
+    );
+    let (code, message, _) = sts_failure(assume(&chained, ROLE).await.unwrap_err());
+    assert_eq!(code, "AccessDenied");
+    assert!(
+        message.starts_with("User: arn:aws:sts::123456789012:assumed-role/kvs-reader/kvs-dl "),
+        "{message}"
+    );
+    let wrong = sdk_config(&emulator.endpoint(), ACCESS_KEY, "not-the-secret").await;
+    let (code, _, status) = sts_failure(
+        assume(&aws_sdk_sts::Client::new(&wrong), ROLE)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (code.as_str(), status),
+        ("SignatureDoesNotMatch", Some(403))
+    );
+
+    let log = emulator.requests();
+    let summary: Vec<(&str, u16, bool)> = log
+        .iter()
+        .map(|r| (r.operation.as_str(), r.status, r.assumed_role.is_some()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("AssumeRole", 200, false),
+            ("GetDataEndpoint", 200, true),
+            ("GetDataEndpoint", 403, true),
+            ("GetDataEndpoint", 403, true),
+            ("GetDataEndpoint", 403, true),
+            ("AssumeRole", 403, false),
+            ("AssumeRole", 400, false),
+            ("AssumeRole", 403, true),
+            ("AssumeRole", 403, false),
+        ]
+    );
+}
+
+type AssumeRoleFailure = aws_sdk_sts::error::SdkError<
+    aws_sdk_sts::operation::assume_role::AssumeRoleError,
+    aws_sdk_sts::config::http::HttpResponse,
+>;
+
+/// The error code and message the SDK read, and the HTTP status.
+fn sts_failure(err: AssumeRoleFailure) -> (String, String, Option<u16>) {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let err = err.into_service_error();
+    (
+        err.code().unwrap_or_default().to_owned(),
+        err.message().unwrap_or_default().to_owned(),
+        status,
+    )
+}
+
+/// Now, in whole seconds since the epoch.
+fn now_s() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    now.as_secs() as i64
+}
+
+#[tokio::test]
+async fn sts_answers_have_the_aws_query_shape() {
+    let unsigned = Emulator::start(Config {
+        verify_signatures: false,
+        roles: vec![ROLE.into()],
+        ..Config::default()
+    })
+    .unwrap();
+    let form = "application/x-www-form-urlencoded";
+    let assume = |role: &str| {
+        format!(
+            "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=s1",
+            role.replace(':', "%3A").replace('/', "%2F")
+        )
+    };
+
+    let ok = raw_request(&unsigned.endpoint(), "/", form, &assume(ROLE)).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("content-type"), Some("text/xml"));
+    let xml = String::from_utf8(ok.body.clone()).unwrap();
+    assert!(
+        xml.starts_with(
+            "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  \
+             <AssumeRoleResult>\n    <Credentials>\n      <AccessKeyId>ASIA"
+        ),
+        "{xml}"
+    );
+    assert!(xml.contains("<Arn>arn:aws:sts::123456789012:assumed-role/kvs-reader/s1</Arn>"));
+    let id = ok.header("x-amzn-requestid").unwrap();
+    assert!(xml.contains(&format!("<RequestId>{id}</RequestId>")));
+
+    let invalid = raw_request(
+        &unsigned.endpoint(),
+        "/",
+        form,
+        &assume("arn:aws:iam::123456789012:role/<other>"),
+    )
+    .await;
+    assert_eq!(invalid.status, 400);
+    let xml = String::from_utf8(invalid.body.clone()).unwrap();
+    let id = invalid.header("x-amzn-requestid").unwrap();
+    assert_eq!(
+        xml,
+        format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <Error>\n    \
+             <Type>Sender</Type>\n    <Code>ValidationError</Code>\n    <Message>1 validation \
+             error detected: Value &apos;arn:aws:iam::123456789012:role/&lt;other&gt;&apos; at \
+             &apos;roleArn&apos; failed to satisfy constraint: Member must be a role ARN, \
+             arn:aws:iam::&lt;12 digits&gt;:role/&lt;name&gt;</Message>\n  </Error>\n  \
+             <RequestId>{id}</RequestId>\n</ErrorResponse>\n"
+        )
+    );
+    let other = raw_request(&unsigned.endpoint(), "/", form, "Action=GetCallerIdentity").await;
+    assert_eq!(other.status, 400);
+    assert!(
+        String::from_utf8(other.body)
+            .unwrap()
+            .contains("<Code>InvalidAction</Code>")
+    );
+
+    let signed = start(Vec::new());
+    let anonymous = raw_request(&signed.endpoint(), "/", form, &assume(ROLE)).await;
+    assert_eq!(anonymous.status, 403);
+    assert!(
+        String::from_utf8(anonymous.body)
+            .unwrap()
+            .contains("<Code>MissingAuthenticationToken</Code>")
+    );
+    // STS lives on the control plane only.
+    let data = raw_request(&unsigned.data_endpoint(), "/", form, &assume(ROLE)).await;
+    assert_eq!(data.status, 404);
+    let operations: Vec<String> = unsigned
+        .requests()
+        .into_iter()
+        .map(|r| r.operation)
+        .collect();
+    assert_eq!(
+        operations,
+        ["AssumeRole", "AssumeRole", "GetCallerIdentity", "/"]
+    );
+
+    let bad_role = Emulator::start(Config {
+        roles: vec!["reader".into()],
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert_eq!(bad_role.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_binary_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs-emu"))
+        .args(["--port", "0", "--stream", "cam1=synthetic:2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let endpoint = banner
+        .strip_prefix("kvs-emu: control endpoint http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{banner}"))
+        .to_owned();
+    std::net::TcpStream::connect(&endpoint).unwrap();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("kvs-emu did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr, "");
+    assert!(std::net::TcpStream::connect(&endpoint).is_err());
 }
