@@ -38,6 +38,10 @@ struct Cli {
     /// End a GetMedia body after this long without a new fragment (e.g. 3s, 500ms)
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     idle_close: Duration,
+    /// Play each Matroska file source this many times back to back, with fresh fragment numbers
+    /// and continuing timestamps (large streams from a short clip; the media is not copied)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
     /// Region in the stream ARNs and in the suggested client command
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -103,7 +107,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut streams = Vec::new();
     for (i, arg) in args.iter().enumerate() {
         let base = i as u64 * 1_000_000_000_000_000;
-        let fragments = load(arg, cli.live, now_ms, base)?;
+        let fragments = load(arg, cli.live, cli.repeat as usize, now_ms, base)?;
         if fragments.is_empty() {
             return Err(format!(
                 "stream {}: the source holds no complete fragment",
@@ -215,6 +219,7 @@ impl StopSignals {
 fn load(
     arg: &StreamArg,
     live: bool,
+    repeat: usize,
     now_ms: i64,
     number_base: u64,
 ) -> Result<Vec<StoredFragment>, String> {
@@ -236,7 +241,10 @@ fn load(
             if is_capture(&bytes) {
                 return from_capture(&bytes).map_err(|e| context(&e));
             }
-            let mut opts = MkvOptions::default();
+            let mut opts = MkvOptions {
+                repeat,
+                ..MkvOptions::default()
+            };
             opts.ingest.producer_start_ms = now_ms;
             opts.ingest.fragment_number_base = number_base;
             let fragments = from_mkv(&bytes, &opts).map_err(|e| context(&e))?;
@@ -313,7 +321,7 @@ mod tests {
     #[test]
     fn archive_synthetic_streams_end_now() {
         let arg = parse_stream("d=synthetic:3").unwrap();
-        let fragments = load(&arg, false, 1_000_000, 0).unwrap();
+        let fragments = load(&arg, false, 1, 1_000_000, 0).unwrap();
         assert_eq!(media_ms(&fragments), 6000);
         assert_eq!(fragments[0].producer_ms(), 1_000_000 - 6000);
     }

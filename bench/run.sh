@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Measures kvs-dl against the transfer limit (curl) and the path users follow today (AWS CLI
+# get-media, then an ffmpeg remux to get a playable file), on one machine, in one run.
+#
+#   bench/run.sh [GIGABYTES] [RUNS]        (defaults: 2 GB, 3 runs of each tool)
+#
+# kvs-emu serves one archive stream from memory: a generated 720p H.264 clip (ffmpeg), cut at
+# its key frames and repeated with fresh fragment numbers until it holds GIGABYTES. Each tool
+# downloads all of it to a file on the same disk; the tools take turns so that drift hits all
+# alike. /usr/bin/time gives wall time, CPU (user + sys) and peak RSS; the table shows medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GB=${1:-2}
+RUNS=${2:-3}
+PORT=${KVS_BENCH_PORT:-45660}
+DATA_PORT=$((PORT + 1))
+
+for tool in ffmpeg curl /usr/bin/time python3; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is needed" >&2; exit 1; }
+done
+
+cargo build --release --locked --quiet
+target=${CARGO_TARGET_DIR:-$PWD/target}
+bin=$target/release
+work=$target/bench
+rm -rf "$work" && mkdir -p "$work"
+trap 'kill $emu 2>/dev/null || true; rm -rf "$work"/out*' EXIT
+
+# 10 s of 720p at 8 Mbit/s, a key frame every 2 s: 2 MB fragments, like a busy camera.
+ffmpeg -v error -y -f lavfi -i testsrc2=duration=10:size=1280x720:rate=25 \
+    -c:v libx264 -preset ultrafast -b:v 8M -g 50 -bf 0 -pix_fmt yuv420p "$work/clip.mkv"
+clip=$(stat -c %s "$work/clip.mkv")
+repeat=$(( (GB * 1000000000 + clip - 1) / clip ))
+
+"$bin/kvs-emu" --port "$PORT" --data-port "$DATA_PORT" --no-verify --idle-close 200ms \
+    --stream "big=$work/clip.mkv" --repeat "$repeat" > "$work/emu.log" 2>&1 &
+emu=$!
+for _ in $(seq 100); do
+    grep -q "control endpoint" "$work/emu.log" 2>/dev/null && break
+    sleep 0.1
+done
+
+export AWS_ACCESS_KEY_ID=AKIDKVSEMULATOR AWS_SECRET_ACCESS_KEY=kvs-emu-secret AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+body='{"StreamName":"big","StartSelector":{"StartSelectorType":"EARLIEST"}}'
+kvs="$bin/kvs-dl --endpoint-url http://127.0.0.1:$PORT --stream-name big --start earliest --end now --progress log --force"
+
+# name|command; each runs in $work and writes there.
+tools=(
+    "curl|curl -sS -X POST -H 'Content-Type: application/json' -d '$body' -o out.curl http://127.0.0.1:$DATA_PORT/getMedia"
+    "kvs-dl --format raw|$kvs --format raw -o out.raw"
+    "kvs-dl --format mkv|$kvs --format mkv -o out.mkv"
+)
+if command -v aws >/dev/null; then
+    tools+=(
+        "aws get-media|aws kinesis-video-media get-media --endpoint-url http://127.0.0.1:$DATA_PORT --stream-name big --start-selector StartSelectorType=EARLIEST out.aws > /dev/null"
+        "ffmpeg -c copy (after get-media)|ffmpeg -v error -y -i out.aws -c copy out.remux.mkv"
+    )
+fi
+
+results=$work/results.txt
+: > "$results"
+for run in $(seq "$RUNS"); do
+    for entry in "${tools[@]}"; do
+        name=${entry%%|*}
+        cmd=${entry#*|}
+        # The remux reads what get-media wrote in this round; everything else starts clean.
+        [[ $name == ffmpeg* ]] || rm -f "$work"/out.curl "$work"/out.raw "$work"/out.mkv "$work"/out.remux.mkv
+        sync
+        (cd "$work" && /usr/bin/time -f '%e %U %S %M' -o "$work/time" bash -c "$cmd" 2> "$work/stderr") \
+            || { echo "bench: $name failed:" >&2; cat "$work/stderr" >&2; exit 1; }
+        out=$(ls -S "$work"/out.* 2>/dev/null | head -1)
+        bytes=$(stat -c %s "$out")
+        [[ $name == "aws get-media" ]] && bytes=$(stat -c %s "$work/out.aws")
+        echo "$name|$bytes|$(cat "$work/time")" >> "$results"
+        echo "run $run: $name: $(cat "$work/time")" >&2
+    done
+    rm -f "$work"/out.aws
+done
+
+python3 - "$results" "$GB" "$(nproc)" "$(free -g | awk '/Mem:/ {print $2}')" <<'EOF'
+import statistics, sys, collections, datetime
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, size, times = line.rstrip("\n").split("|")
+    wall, user, system, rss = times.split()
+    rows[name].append((int(size), float(wall), float(user) + float(system), int(rss)))
+med = {n: tuple(statistics.median(v[i] for v in runs) for i in range(4)) for n, runs in rows.items()}
+curl = med["curl"]
+aws = None
+if "aws get-media" in med:
+    g, f = med["aws get-media"], med["ffmpeg -c copy (after get-media)"]
+    aws = (g[0], g[1] + f[1], g[2] + f[2], max(g[3], f[3]))
+    med["aws get-media + ffmpeg remux"] = aws
+print(f"kvs-dl benchmark, {datetime.date.today()}, {sys.argv[3]} cores, {sys.argv[4]} GiB, {sys.argv[2]} GB GetMedia body, medians of {len(rows['curl'])} runs")
+print()
+print("| tool | MB/s | wall s | CPU s per GB | peak RSS MB | wall vs curl | CPU vs curl | wall vs AWS CLI path |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for name, (size, wall, cpu, rss) in med.items():
+    gb = curl[0] / 1e9
+    vs_aws = f"{wall / aws[1]:.2f}x" if aws and name.startswith("kvs-dl") else ""
+    print(f"| {name} | {curl[0] / 1e6 / wall:.0f} | {wall:.2f} | {cpu / gb:.2f} | {rss / 1024:.1f} | {wall / curl[1]:.2f}x | {cpu / curl[2]:.2f}x | {vs_aws} |")
+EOF
