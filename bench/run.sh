@@ -2,17 +2,20 @@
 # Measures kvs-dl against the transfer limit (curl) and the path users follow today (AWS CLI
 # get-media, then an ffmpeg remux to get a playable file), on one machine, in one run.
 #
-#   bench/run.sh [GIGABYTES] [RUNS]        (defaults: 2 GB, 3 runs of each tool)
+#   bench/run.sh [GIGABYTES] [RUNS] [MEMORY_GIGABYTES]   (defaults: 2 GB, 3 runs, 10 GB)
 #
 # kvs-emu serves one archive stream from memory: a generated 720p H.264 clip (ffmpeg), cut at
 # its key frames and repeated with fresh fragment numbers until it holds GIGABYTES. Each tool
 # downloads all of it to a file on the same disk; the tools take turns so that drift hits all
 # alike. /usr/bin/time gives wall time, CPU (user + sys) and peak RSS; the table shows medians.
+# Then peak memory: one MEMORY_GIGABYTES pull, and a stream of 40 MB fragments (the service's
+# limit is 50 MB) to a file and to a pipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GB=${1:-2}
 RUNS=${2:-3}
+MEMORY_GB=${3:-10}
 PORT=${KVS_BENCH_PORT:-45660}
 DATA_PORT=$((PORT + 1))
 
@@ -25,7 +28,8 @@ target=${CARGO_TARGET_DIR:-$PWD/target}
 bin=$target/release
 work=$target/bench
 rm -rf "$work" && mkdir -p "$work"
-trap 'kill $emu 2>/dev/null || true; rm -rf "$work"/out*' EXIT
+trap 'kill $emu $emu_memory 2>/dev/null || true; rm -rf "$work"/out*' EXIT
+emu_memory=
 
 # 10 s of 720p at 8 Mbit/s, a key frame every 2 s: 2 MB fragments, like a busy camera.
 ffmpeg -v error -y -f lavfi -i testsrc2=duration=10:size=1280x720:rate=25 \
@@ -41,7 +45,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-export AWS_ACCESS_KEY_ID=AKIDKVSEMULATOR AWS_SECRET_ACCESS_KEY=kvs-emu-secret AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=AKIDKVSEMULATOR AWS_SECRET_ACCESS_KEY=kvs-emu-secret AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 body='{"StreamName":"big","StartSelector":{"StartSelectorType":"EARLIEST"}}'
 kvs="$bin/kvs-dl --endpoint-url http://127.0.0.1:$PORT --stream-name big --start earliest --end now --progress log --force"
@@ -79,6 +83,32 @@ for run in $(seq "$RUNS"); do
     rm -f "$work"/out.aws
 done
 
+# Peak memory: a long pull, and fragments near the service's 50 MB limit.
+kill $emu
+"$bin/kvs-emu" --port "$PORT" --data-port "$DATA_PORT" --no-verify --idle-close 200ms \
+    --stream "long=$work/clip.mkv" --repeat $(( (MEMORY_GB * 1000000000 + clip - 1) / clip )) \
+    --stream frag40=synthetic:25 --fragment-bytes 40MB > "$work/emu.log" 2>&1 &
+emu_memory=$!
+for _ in $(seq 100); do
+    grep -q "control endpoint" "$work/emu.log" 2>/dev/null && break
+    sleep 0.1
+done
+memory=$work/memory.txt
+: > "$memory"
+measure_memory() {
+    local name=$1; shift
+    (cd "$work" && /usr/bin/time -f '%e %U %S %M' -o "$work/time" bash -c "$*" 2> "$work/stderr") \
+        || { echo "bench: $name failed:" >&2; cat "$work/stderr" >&2; exit 1; }
+    echo "$name|$(cat "$work/time")" >> "$memory"
+    echo "memory: $name: $(cat "$work/time")" >&2
+    rm -f "$work"/out.*
+}
+kvs_mem="$bin/kvs-dl --endpoint-url http://127.0.0.1:$PORT --start earliest --end now --progress log --force"
+measure_memory "kvs-dl mkv, $MEMORY_GB GB pull" "$kvs_mem --stream-name long -o out.mkv"
+measure_memory "kvs-dl raw, 40 MB fragments" "$kvs_mem --stream-name frag40 --format raw -o out.raw"
+measure_memory "kvs-dl mkv, 40 MB fragments" "$kvs_mem --stream-name frag40 -o out.mkv"
+measure_memory "kvs-dl mkv to a pipe, 40 MB fragments" "$kvs_mem --stream-name frag40 -o - | cat > /dev/null"
+
 python3 - "$results" "$GB" "$(nproc)" "$(free -g | awk '/Mem:/ {print $2}')" <<'EOF'
 import statistics, sys, collections, datetime
 rows = collections.defaultdict(list)
@@ -101,4 +131,11 @@ for name, (size, wall, cpu, rss) in med.items():
     gb = curl[0] / 1e9
     vs_aws = f"{wall / aws[1]:.2f}x" if aws and name.startswith("kvs-dl") else ""
     print(f"| {name} | {curl[0] / 1e6 / wall:.0f} | {wall:.2f} | {cpu / gb:.2f} | {rss / 1024:.1f} | {wall / curl[1]:.2f}x | {cpu / curl[2]:.2f}x | {vs_aws} |")
+print()
+print("| memory check | wall s | peak RSS MB |")
+print("|---|---:|---:|")
+for line in open(sys.argv[1].replace("results.txt", "memory.txt")):
+    name, times = line.rstrip("\n").split("|")
+    wall, _, _, rss = times.split()
+    print(f"| {name} | {float(wall):.2f} | {int(rss) / 1024:.1f} |")
 EOF

@@ -42,6 +42,9 @@ struct Cli {
     /// and continuing timestamps (large streams from a short clip; the media is not copied)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
+    /// Make synthetic fragments about this many bytes each (e.g. 40MB, for memory tests)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    fragment_bytes: Option<usize>,
     /// Region in the stream ARNs and in the suggested client command
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -77,6 +80,33 @@ fn parse_stream(arg: &str) -> Result<StreamArg, String> {
     })
 }
 
+/// `40MB`, `2MiB`, `1048576`.
+fn parse_size(arg: &str) -> Result<usize, String> {
+    let size: u64 = match arg.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => {
+            let digits = arg.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let n: u64 = digits.parse().map_err(|_| format!("not a size: {arg:?}"))?;
+            let unit = match &arg[digits.len()..] {
+                "B" => 1,
+                "KB" => 1_000,
+                "KiB" => 1 << 10,
+                "MB" => 1_000_000,
+                "MiB" => 1 << 20,
+                "GB" => 1_000_000_000,
+                "GiB" => 1 << 30,
+                other => {
+                    return Err(format!(
+                        "unknown size unit {other:?} (KB, MB, GB, KiB, MiB, GiB)"
+                    ));
+                }
+            };
+            n * unit
+        }
+    };
+    usize::try_from(size).map_err(|_| format!("{arg} is too large"))
+}
+
 fn parse_duration(arg: &str) -> Result<Duration, String> {
     let duration: jiff::SignedDuration = arg.parse().map_err(|e| format!("{e}"))?;
     Duration::try_from(duration).map_err(|_| format!("{arg} is negative"))
@@ -107,7 +137,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut streams = Vec::new();
     for (i, arg) in args.iter().enumerate() {
         let base = i as u64 * 1_000_000_000_000_000;
-        let fragments = load(arg, cli.live, cli.repeat as usize, now_ms, base)?;
+        let fragments = load(arg, cli, now_ms, base)?;
         if fragments.is_empty() {
             return Err(format!(
                 "stream {}: the source holds no complete fragment",
@@ -218,16 +248,17 @@ impl StopSignals {
 /// to end now (archive), so that relative times such as `--start -15m` find it.
 fn load(
     arg: &StreamArg,
-    live: bool,
-    repeat: usize,
+    cli: &Cli,
     now_ms: i64,
     number_base: u64,
 ) -> Result<Vec<StoredFragment>, String> {
+    let live = cli.live;
     let context = |e: &dyn std::fmt::Display| format!("stream {}: {e}", arg.name);
     match &arg.source {
         Source::Synthetic(count) => {
             let mut spec = SyntheticSpec {
                 fragments: *count,
+                target_fragment_bytes: cli.fragment_bytes,
                 ..SyntheticSpec::default()
             };
             let length = (*count as u64 * spec.fragment_ms) as i64;
@@ -242,7 +273,7 @@ fn load(
                 return from_capture(&bytes).map_err(|e| context(&e));
             }
             let mut opts = MkvOptions {
-                repeat,
+                repeat: cli.repeat as usize,
                 ..MkvOptions::default()
             };
             opts.ingest.producer_start_ms = now_ms;
@@ -316,12 +347,17 @@ mod tests {
         assert!(Cli::try_parse_from(["kvs-emu", "--stream", "nosource"]).is_err());
         assert!(Cli::try_parse_from(["kvs-emu", "--stream", "a=synthetic:x"]).is_err());
         assert!(Cli::try_parse_from(["kvs-emu", "--speed", "2"]).is_err());
+        assert_eq!(parse_size("40MB"), Ok(40_000_000));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("12"), Ok(12));
+        assert!(parse_size("12 parsecs").is_err());
     }
 
     #[test]
     fn archive_synthetic_streams_end_now() {
         let arg = parse_stream("d=synthetic:3").unwrap();
-        let fragments = load(&arg, false, 1, 1_000_000, 0).unwrap();
+        let cli = Cli::try_parse_from(["kvs-emu"]).unwrap();
+        let fragments = load(&arg, &cli, 1_000_000, 0).unwrap();
         assert_eq!(media_ms(&fragments), 6000);
         assert_eq!(fragments[0].producer_ms(), 1_000_000 - 6000);
     }
