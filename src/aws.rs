@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_kinesisvideo::config::http::HttpResponse;
 use aws_sdk_kinesisvideo::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesisvideo::types::ApiName;
@@ -150,9 +153,16 @@ impl Kvs {
                 .credentials_provider(SharedCredentialsProvider::new(provider))
                 .build();
         }
-        let provider = sdk
-            .credentials_provider()
-            .ok_or_else(no_credentials_error)?;
+        let provider = SharedCredentialsProvider::new(Remembered {
+            inner: sdk
+                .credentials_provider()
+                .ok_or_else(no_credentials_error)?,
+            last: std::sync::Mutex::new(None),
+        });
+        sdk = sdk
+            .into_builder()
+            .credentials_provider(provider.clone())
+            .build();
         provider
             .provide_credentials()
             .await
@@ -333,6 +343,35 @@ impl MediaSource for Kvs {
 
     fn region(&self) -> &str {
         &self.region
+    }
+}
+
+/// Remembers credentials until shortly before they expire, so that checking them up front does
+/// not make the SDK fetch them a second time (another AssumeRole, SSO or IMDS call).
+#[derive(Debug)]
+struct Remembered {
+    inner: SharedCredentialsProvider,
+    last: std::sync::Mutex<Option<Credentials>>,
+}
+
+impl ProvideCredentials for Remembered {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let fresh = |c: &Credentials| {
+                c.expiry()
+                    .is_none_or(|e| e > SystemTime::now() + Duration::from_secs(300))
+            };
+            let remembered = self.last.lock().expect("not poisoned").clone();
+            if let Some(c) = remembered.filter(fresh) {
+                return Ok(c);
+            }
+            let c = self.inner.provide_credentials().await?;
+            *self.last.lock().expect("not poisoned") = Some(c.clone());
+            Ok(c)
+        })
     }
 }
 
