@@ -118,9 +118,9 @@ pub struct Kvs {
 const ENDPOINT_LIFETIME: Duration = Duration::from_secs(40 * 60);
 
 impl Kvs {
-    /// Resolves region and credentials (profile, assumed role), then the GET_MEDIA data
-    /// endpoint. Credentials are fetched here, so a missing or refused identity is reported
-    /// before anything is written.
+    /// Resolves region and credentials (profile, assumed role). Credentials are fetched here, so
+    /// a missing or refused identity is reported before anything is written; the GET_MEDIA data
+    /// endpoint is resolved at the first call.
     pub async fn connect(cfg: &Config) -> Result<Kvs, Error> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &cfg.region {
@@ -176,7 +176,7 @@ impl Kvs {
 
         let control = aws_sdk_kinesisvideo::Client::new(&sdk);
         let media = media_client(&sdk, "http://unresolved.invalid");
-        let mut kvs = Kvs {
+        Ok(Kvs {
             control,
             media,
             sdk,
@@ -184,16 +184,7 @@ impl Kvs {
             region,
             data_endpoint: String::new(),
             resolved_at: std::time::Instant::now(),
-        };
-        kvs.resolve_endpoint().await.map_err(|f| match f {
-            Failure::Fatal(e) | Failure::Expired(e) => e,
-            Failure::Retry { reason, .. } => Error::Other(anyhow::anyhow!(
-                "could not get the data endpoint of stream {} in {}: {reason}",
-                kvs.stream.display(),
-                kvs.region
-            )),
-        })?;
-        Ok(kvs)
+        })
     }
 
     async fn resolve_endpoint(&mut self) -> Result<(), Failure> {
@@ -314,7 +305,9 @@ impl MediaSource for Kvs {
     type Body = ByteStream;
 
     async fn get_media(&mut self, selector: &Selector) -> Result<ByteStream, Failure> {
-        if self.resolved_at.elapsed() > ENDPOINT_LIFETIME {
+        // Resolved at the first call (so its failures are retried like any other) and again
+        // before the streaming token behind it ages out.
+        if self.data_endpoint.is_empty() || self.resolved_at.elapsed() > ENDPOINT_LIFETIME {
             self.resolve_endpoint().await?;
         }
         let request = self

@@ -3,40 +3,75 @@
 //! Only the shape lives here: flag names, help text and what clap can check on its own (one stream
 //! flag, numbers, enum values, conflicts). Times, durations and sizes stay strings because their
 //! meaning depends on context (the invocation time, the other flags); [`crate::config::Config::resolve`]
-//! turns a [`Cli`] into typed values. The core never sees this struct.
+//! turns a [`Cli`] into typed values. The core never sees these structs.
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
+use clap::{ArgAction, ArgGroup, Parser, Subcommand, ValueEnum};
 
 const EXAMPLES: &str = "\
 Examples:
-  Follow a live stream into a file until Ctrl-C:
+  Follow a live stream into a file until Ctrl-C, with a live progress line:
     kvs-dl --stream-arn ARN --start now -o out.mkv
 
-  Hourly from cron, every fragment exactly once across runs:
-    kvs-dl --stream-name cam1 --start earliest --end now \\
-      --state-file cam1.json -o 'cam1-%Y%m%dT%H%M%SZ.mkv'
+  Hourly from cron: every fragment exactly once across runs, one file per hour of media
+  (-o is a file name template only with --segment), plain log lines instead of a live line:
+    kvs-dl --stream-name cam1 --start earliest --end now --state-file cam1.json \\
+      --segment 1h -o 'cam1/%Y-%m-%d/%H%M%S.mkv'
 
   Watch live in a player:
-    kvs-dl --stream-name cam1 -o - | ffplay -";
+    kvs-dl --stream-name cam1 -o - | ffplay -
+
+  Shell completions and the manual page:
+    kvs-dl completions bash > ~/.local/share/bash-completion/completions/kvs-dl
+    kvs-dl man > ~/.local/share/man/man1/kvs-dl.1";
 
 /// Download Amazon Kinesis Video Streams to playable local files, live or archived, resumable from cron.
+///
+/// The top-level command: a download (the flags of [`Cli`]), or a subcommand that prints
+/// something derived from this definition. The stream and output flags are required only
+/// without a subcommand, and cannot be mixed with one.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kvs-dl",
     version,
-    about,
     long_about = None,
     after_help = EXAMPLES,
     max_term_width = 100,
-    group(
-        ArgGroup::new("stream")
-            .required(true)
-            .multiple(false)
-            .args(["stream_name", "stream_arn"]),
-    ),
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
+pub struct Invocation {
+    /// `None` only with a subcommand (clap requires the stream flags otherwise).
+    #[command(flatten)]
+    pub download: Option<Cli>,
+
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+}
+
+/// The subcommands: what they print goes to stdout, generated from this very definition so it
+/// cannot drift from the flags.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Tool {
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    Man,
+}
+
+/// The flags of a download. A `Parser` of its own too, so that `Config`'s tests can parse it
+/// without the subcommands.
+#[derive(Debug, Clone, Parser)]
+#[command(group(
+    ArgGroup::new("stream")
+        .required(true)
+        .multiple(false)
+        .args(["stream_name", "stream_arn"]),
+))]
 pub struct Cli {
     /// Name of the stream to download
     #[arg(long, value_name = "NAME", help_heading = "Stream")]
@@ -225,8 +260,16 @@ mod tests {
 
     use super::*;
 
+    fn invoke(args: &[&str]) -> Result<Invocation, clap::Error> {
+        Invocation::try_parse_from(std::iter::once("kvs-dl").chain(args.iter().copied()))
+    }
+
+    /// A download's flags, parsed as `main` parses them.
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("kvs-dl").chain(args.iter().copied()))
+        invoke(args).map(|i| {
+            i.download
+                .expect("flags without a subcommand are a download")
+        })
     }
 
     fn ok(args: &[&str]) -> Cli {
@@ -242,7 +285,37 @@ mod tests {
 
     #[test]
     fn command_is_consistent() {
+        Invocation::command().debug_assert();
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_need_no_stream_flags() {
+        let i = invoke(&["completions", "zsh"]).unwrap();
+        assert!(i.download.is_none());
+        assert!(matches!(
+            i.command,
+            Some(Tool::Completions {
+                shell: clap_complete::Shell::Zsh
+            })
+        ));
+        let i = invoke(&["man"]).unwrap();
+        assert!(matches!(i.command, Some(Tool::Man)));
+        assert!(i.download.is_none());
+        assert_eq!(err(&["completions", "tcsh"]), ErrorKind::InvalidValue);
+        assert_eq!(err(&["completions"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn subcommands_do_not_mix_with_download_flags() {
+        assert!(invoke(&["--stream-name", "a", "-o", "x", "man"]).is_err());
+        assert!(invoke(&["man", "--stream-name", "a"]).is_err());
+        assert!(invoke(&["--progress", "log", "man"]).is_err());
+    }
+
+    #[test]
+    fn nothing_at_all_asks_for_the_stream() {
+        assert_eq!(err(&[]), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]
@@ -508,8 +581,17 @@ mod tests {
 
     #[test]
     fn help_mentions_examples() {
-        let help = Cli::command().render_long_help().to_string();
+        let help = Invocation::command().render_long_help().to_string();
         assert!(help.contains("-o - | ffplay -"), "{help}");
         assert!(help.contains("--state-file cam1.json"), "{help}");
+        assert!(
+            help.contains("--segment 1h -o 'cam1/%Y-%m-%d/%H%M%S.mkv'"),
+            "{help}"
+        );
+        assert!(help.contains("kvs-dl completions bash"), "{help}");
+        assert!(
+            help.starts_with("Download Amazon Kinesis Video Streams"),
+            "{help}"
+        );
     }
 }

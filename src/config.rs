@@ -639,16 +639,11 @@ fn check_order(
     match (start, end) {
         (Start::Time(s), End::Time(e)) if e <= s => Err(refuse()),
         (Start::Now, End::Time(e)) if !has_state && *e <= now => Err(refuse()),
-        (Start::Fragment(s), End::Fragment(e)) if cmp_number(e, s).is_le() => Err(refuse()),
+        (Start::Fragment(s), End::Fragment(e)) if mkv::cmp_fragment_numbers(e, s).is_le() => {
+            Err(refuse())
+        }
         _ => Ok(()),
     }
-}
-
-/// Compares two decimal strings by value.
-fn cmp_number(a: &str, b: &str) -> std::cmp::Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 // ---------------------------------------------------------------------------------------------

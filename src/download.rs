@@ -112,11 +112,21 @@ impl Pacing {
     }
 }
 
+/// A body that fell silent this long before its clean end was closed for want of new
+/// fragments (the service waits about 3 s), not cut mid-transfer.
+const HEAD_SILENCE: Duration = Duration::from_millis(150);
+
+/// MILLIS_BEHIND_NOW of a fragment at the live head, give or take a fragment.
+const HEAD_LAG_MS: u64 = 10_000;
+
 /// What a GetMedia session ended with.
 enum SessionEnd {
     /// The service closed the body cleanly.
     Clean {
         new_fragments: u64,
+        /// It ended the way the service ends a body at the live head: after a silence, with
+        /// the last fragment at the head. (A ~45-minute cut comes mid-transfer.)
+        at_head: bool,
     },
     /// The connection dropped or the service reported a retryable problem.
     Retry(String),
@@ -231,15 +241,15 @@ impl<'a, S: MediaSource> Download<'a, S> {
     /// caller to finish either way: everything it committed is whole.
     pub async fn run(&mut self) -> Result<Stopped, Error> {
         let mut selector = match self.last.is_some() {
-            true => self.resume_selector(&Selector::Earliest, 0),
+            true => self.resume_selector(&Selector::Earliest),
             false => self.initial_selector(),
         };
-        self.reporter.report(&Report::Start {
-            stream: self.cfg.stream.display().to_owned(),
-            region: self.source.region().to_owned(),
-            data_endpoint: self.source.data_endpoint().to_owned(),
-            selector: selector.describe(),
-        });
+        tracing::debug!(
+            selector = %selector.describe(),
+            resuming = self.last.is_some(),
+            "first GetMedia selector"
+        );
+        let mut started = false;
         let mut wait = Duration::ZERO;
         let mut expired_before = false;
         loop {
@@ -248,33 +258,77 @@ impl<'a, S: MediaSource> Download<'a, S> {
             }
             wait = Duration::ZERO;
             self.last_call = Some(Instant::now());
-            let reason = match self.source.get_media(&selector).await {
+            let call = self.source.get_media(&selector);
+            let answer = match race(
+                &mut self.shutdown,
+                self.cfg.stop.idle_timeout,
+                self.last_fragment_at,
+                self.pacing.stall,
+                call,
+            )
+            .await
+            {
+                Raced::Stop(stop) => return Ok(stop),
+                Raced::TimedOut => Err(Failure::Retry {
+                    reason: format!("GetMedia: no answer for {} s", self.pacing.stall.as_secs()),
+                    refresh_endpoint: false,
+                }),
+                Raced::Done(answer) => answer,
+            };
+            let reason = match answer {
                 Ok(body) => {
                     expired_before = false;
+                    if !std::mem::replace(&mut started, true) {
+                        self.reporter.report(&Report::Start {
+                            stream: self.cfg.stream.display().to_owned(),
+                            region: self.source.region().to_owned(),
+                            data_endpoint: self.source.data_endpoint().to_owned(),
+                            selector: selector.describe(),
+                        });
+                    }
                     match self.session(body).await? {
                         SessionEnd::Stop(stop) => return Ok(stop),
-                        SessionEnd::Clean { new_fragments } => {
-                            // Caught up: a whole session (the service ends one after ~3 s without
-                            // a new fragment) brought nothing. A session that did bring some may
-                            // have been cut short (the ~45-minute limit), so ask once more.
-                            if self.cfg.stop.end.is_some() && new_fragments == 0 {
+                        SessionEnd::Clean {
+                            new_fragments,
+                            at_head,
+                        } => {
+                            tracing::debug!(new_fragments, at_head, "the service ended the body");
+                            // Caught up: the session brought nothing, or it ended as the service
+                            // ends one at the live head (silent, then closed, the last fragment
+                            // at the head). A session cut short mid-transfer is asked again, and
+                            // so is one that only reported expired fragments.
+                            let caught_up = (new_fragments == 0 || at_head) && !self.gap_pending;
+                            if self.cfg.stop.end.is_some() && caught_up {
+                                tracing::debug!("caught up: nothing newer, and --end is set");
                                 return Ok(Stopped::CaughtUp);
                             }
-                            if new_fragments == 0 {
+                            if new_fragments == 0 && !self.gap_pending {
                                 wait = self.pacing.poll;
+                                tracing::debug!(
+                                    wait_ms = wait.as_millis() as u64,
+                                    "nothing newer yet: asking again after a pause"
+                                );
                             }
-                            selector = self.resume_selector(&selector, new_fragments);
+                            selector = self.resume_selector(&selector);
                             continue;
                         }
-                        SessionEnd::Retry(reason) => reason,
+                        SessionEnd::Retry(reason) => {
+                            selector = self.resume_selector(&selector);
+                            reason
+                        }
                     }
                 }
-                // A saved continuation token the service no longer takes: ask for the saved
-                // fragment's time instead; what was already written is skipped by number.
+                // A continuation token the service no longer takes (a saved one, typically):
+                // ask for the last fragment's time instead; what was already written is skipped
+                // by number. Later reconnects go back to tokens, as soon as a fragment comes.
                 Err(Failure::Fatal(Error::InvalidArgument { message, .. }))
                     if matches!(selector, Selector::Token(_)) && self.last.is_some() =>
                 {
                     let last = self.last.as_ref().expect("checked");
+                    tracing::debug!(
+                        fragment = %last.number,
+                        "continuation token refused: asking for the fragment's server time"
+                    );
                     let at = jiff::Timestamp::from_millisecond(last.server_ms)
                         .map_err(|e| Error::Other(e.into()))?;
                     selector = Selector::Time(Clock::Server, at);
@@ -289,6 +343,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
                     if std::mem::replace(&mut expired_before, true) {
                         return Err(e);
                     }
+                    tracing::debug!("streaming token expired: resolving the data endpoint again");
                     self.refresh_endpoint()
                         .await?
                         .unwrap_or_else(|| e.to_string())
@@ -305,31 +360,45 @@ impl<'a, S: MediaSource> Download<'a, S> {
                 }
             };
             self.failures += 1;
-            if self.failures > self.cfg.max_retries {
+            if self.failures >= self.cfg.max_retries.max(1) {
                 return Err(Error::RetriesExhausted {
                     attempts: self.failures,
                     last: reason,
                 });
             }
             wait = self.backoff();
+            tracing::debug!(
+                attempt = self.failures,
+                delay_ms = wait.as_millis() as u64,
+                %reason,
+                "reconnecting after a backoff"
+            );
             self.summary.reconnects += 1;
             self.reporter.report(&Report::Reconnect {
                 reason,
                 attempt: self.failures,
                 delay_ms: wait.as_millis() as u64,
             });
-            if !matches!(selector, Selector::Time(..)) || self.last.is_none() {
-                selector = self.resume_selector(&selector, 0);
-            }
         }
     }
 
     /// Resolves the data endpoint again; a failure to do so is the reason to wait and retry.
     async fn refresh_endpoint(&mut self) -> Result<Option<String>, Error> {
-        match self.source.refresh_endpoint().await {
-            Ok(()) => Ok(None),
-            Err(Failure::Retry { reason, .. }) => Ok(Some(reason)),
-            Err(Failure::Fatal(e) | Failure::Expired(e)) => Err(e),
+        let call = self.source.refresh_endpoint();
+        match race(
+            &mut self.shutdown,
+            None,
+            self.last_fragment_at,
+            self.pacing.stall,
+            call,
+        )
+        .await
+        {
+            // A signal is seen again by the pause that follows.
+            Raced::Stop(_) | Raced::Done(Ok(())) => Ok(None),
+            Raced::TimedOut => Ok(Some("GetDataEndpoint: no answer".into())),
+            Raced::Done(Err(Failure::Retry { reason, .. })) => Ok(Some(reason)),
+            Raced::Done(Err(Failure::Fatal(e) | Failure::Expired(e))) => Err(e),
         }
     }
 
@@ -343,11 +412,12 @@ impl<'a, S: MediaSource> Download<'a, S> {
         }
     }
 
-    /// After a session: continue after the last whole fragment, or ask again from where we
-    /// started when none came yet. After a gap (fragments expired) that brought nothing new,
-    /// ask for the earliest fragment kept: everything before ours is gone anyway.
-    fn resume_selector(&mut self, previous: &Selector, new_fragments: u64) -> Selector {
-        if std::mem::take(&mut self.gap_pending) && new_fragments == 0 {
+    /// Where the next call starts: after the last whole fragment, or where we started when none
+    /// came yet. After a gap (fragments expired) with nothing written since, the earliest
+    /// fragment kept: everything before ours is gone anyway.
+    fn resume_selector(&mut self, previous: &Selector) -> Selector {
+        if std::mem::take(&mut self.gap_pending) {
+            tracing::debug!("a gap brought nothing new: asking for the earliest fragment kept");
             return Selector::Earliest;
         }
         match &self.last {
@@ -359,7 +429,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
         }
     }
 
-    /// Full-jitter exponential backoff, never below the call spacing.
+    /// Exponential backoff with jitter (half to all of the step), never below the call spacing.
     fn backoff(&mut self) -> Duration {
         let exp = self
             .pacing
@@ -397,6 +467,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
         self.skipping = false;
         let mut offset = 0u64;
         let mut new_fragments = 0u64;
+        let mut last_data = Instant::now();
         loop {
             let next = tokio::select! {
                 s = wait_signal(&mut self.shutdown) => {
@@ -424,12 +495,21 @@ impl<'a, S: MediaSource> Download<'a, S> {
                 }
                 Ok(Ok(None)) => {
                     if let Finish::Truncated { .. } = parser.finish()? {
+                        // Cut short cleanly (the service's session limit): not at the head.
                         self.discard()?;
+                        return Ok(SessionEnd::Retry("the body ended inside a fragment".into()));
                     }
-                    return Ok(SessionEnd::Clean { new_fragments });
+                    let lag = self.last.as_ref().and_then(|f| f.millis_behind_now);
+                    let at_head = last_data.elapsed() >= HEAD_SILENCE
+                        && lag.is_some_and(|l| l <= HEAD_LAG_MS);
+                    return Ok(SessionEnd::Clean {
+                        new_fragments,
+                        at_head,
+                    });
                 }
                 Ok(Ok(Some(chunk))) => chunk,
             };
+            last_data = Instant::now();
             parser.push(&chunk);
             let mut cursor = Cursor {
                 chunk: &chunk,
@@ -443,6 +523,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
                     Handled::Fragment => {
                         new_fragments += 1;
                         self.failures = 0;
+                        self.gap_pending = false;
                         self.last_fragment_at = Instant::now();
                     }
                     Handled::Stop(stop) => return Ok(SessionEnd::Stop(stop)),
@@ -511,100 +592,112 @@ impl<S: MediaSource> Download<'_, S> {
         at: u64,
         cursor: &mut Cursor<'_>,
     ) -> Result<Handled, Error> {
-        let s = self;
         let io = |e| Error::io("writing the output", e);
-        cursor.route_to(&mut *s.writer, at)?;
+        cursor.route_to(&mut *self.writer, at)?;
         match &event {
-            Event::Info { timecode_scale } => s.chunk_scale = *timecode_scale,
+            Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
             Event::Tracks(tracks) => {
-                s.chunk_tracks = mkv::tracks::parse(tracks).unwrap_or_default()
+                self.chunk_tracks = mkv::tracks::parse(tracks).unwrap_or_default()
             }
             Event::FragmentStart(f) => {
-                if s.last
+                self.skipping = false;
+                if self
+                    .last
                     .as_ref()
                     .is_some_and(|last| !is_newer(&f.number, &last.number))
                 {
-                    s.skipping = true;
-                    s.summary.duplicates_skipped += 1;
-                    s.writer.skip_fragment();
+                    self.skipping = true;
+                    tracing::debug!(fragment = %f.number, "skipping a fragment already written");
+                    self.summary.duplicates_skipped += 1;
+                    self.writer.skip_fragment();
                     return Ok(Handled::Continue);
                 }
-                if reached_end(s.cfg, f) {
+                if reached_end(self.cfg, f) {
                     return Ok(Handled::Stop(Stopped::End));
                 }
-                if s.writer.accept(f).map_err(io)? == Accept::TrackChange {
+                if self.writer.accept(f).map_err(io)? == Accept::TrackChange {
                     return Ok(Handled::Stop(Stopped::TrackChange {
                         fragment: f.number.clone(),
                     }));
                 }
-                s.report_closed();
-                s.span = Some(Span::new(&s.chunk_tracks, s.chunk_scale));
+                self.report_closed();
+                self.span = Some(Span::new(&self.chunk_tracks, self.chunk_scale));
             }
             Event::Cluster { timecode } => {
-                if let Some(span) = s.span.as_mut() {
+                if let Some(span) = self.span.as_mut() {
                     span.cluster(*timecode);
                 }
             }
             Event::BlockStart(b) => {
-                if let Some(span) = s.span.as_mut() {
+                if let Some(span) = self.span.as_mut() {
                     span.block(b.track, b.timecode);
                 }
             }
-            Event::FragmentEnd(_) if s.skipping => {
-                s.skipping = false;
-                s.writer.event(&event).map_err(io)?;
+            Event::FragmentEnd(_) if self.skipping => {
+                self.skipping = false;
+                self.writer.event(&event).map_err(io)?;
                 return Ok(Handled::Continue);
             }
             Event::FragmentEnd(f) => {
-                let before = s.writer.committed();
-                s.writer.event(&event).map_err(io)?;
-                let length = s.span.take().map_or(0, |span| span.length());
-                let length_ms = (i128::from(length) * i128::from(s.chunk_scale) / 1_000_000) as i64;
-                let first = *s.first_producer_ms.get_or_insert(f.producer_ms);
-                let end = (f.producer_ms + length_ms).max(s.media_end_ms.unwrap_or(i64::MIN));
-                s.media_end_ms = Some(end);
-                let bytes = s.writer.committed() - before;
-                s.summary.fragments += 1;
-                s.summary.bytes = s.writer.committed() - s.committed_at_start;
-                s.summary.media_duration_ms = (end - first).max(0) as u64;
-                s.reporter.report(&Report::Fragment {
+                let before = self.writer.committed();
+                self.writer.event(&event).map_err(io)?;
+                let length = self.span.take().map_or(0, |span| span.length());
+                let length_ms =
+                    (i128::from(length) * i128::from(self.chunk_scale) / 1_000_000) as i64;
+                let first = *self.first_producer_ms.get_or_insert(f.producer_ms);
+                let end = (f.producer_ms + length_ms).max(self.media_end_ms.unwrap_or(i64::MIN));
+                self.media_end_ms = Some(end);
+                let bytes = self.writer.committed() - before;
+                self.summary.fragments += 1;
+                self.summary.bytes = self.writer.committed() - self.committed_at_start;
+                self.summary.media_duration_ms = (end - first).max(0) as u64;
+                self.reporter.report(&Report::Fragment {
                     number: f.number.clone(),
                     server_timestamp_ms: f.server_ms,
                     producer_timestamp_ms: f.producer_ms,
                     bytes,
                     lag_ms: f.millis_behind_now,
                 });
-                s.last = Some(f.clone());
-                s.save_state(f)?;
-                let stop = &s.cfg.stop;
-                if stop.max_fragments.is_some_and(|n| s.summary.fragments >= n) {
+                self.last = Some(f.clone());
+                self.save_state(f)?;
+                let stop = &self.cfg.stop;
+                if stop
+                    .max_fragments
+                    .is_some_and(|n| self.summary.fragments >= n)
+                {
                     return Ok(Handled::Stop(Stopped::MaxFragments));
                 }
-                if stop.max_bytes.is_some_and(|n| s.summary.bytes >= n) {
+                if stop.max_bytes.is_some_and(|n| self.summary.bytes >= n) {
                     return Ok(Handled::Stop(Stopped::MaxBytes));
                 }
                 if stop
                     .duration
-                    .is_some_and(|d| s.summary.media_duration_ms >= d.as_millis() as u64)
+                    .is_some_and(|d| self.summary.media_duration_ms >= d.as_millis() as u64)
                 {
                     return Ok(Handled::Stop(Stopped::Duration));
                 }
                 return Ok(Handled::Fragment);
             }
+            Event::ServiceError(_) if self.span.is_some() || self.skipping => {
+                // The error came inside a fragment: that fragment is not whole. Drop it, then
+                // handle the error as if it had come between fragments.
+                self.discard()?;
+                return self.handle(event, at, cursor);
+            }
             Event::ServiceError(e) if e.id == Some(4000) => {
                 // Fragments expired (retention) or never existed: a gap; the body goes on with
                 // the next one the service has.
-                s.summary.gaps += 1;
-                s.gap_pending = true;
-                s.reporter.report(&Report::Gap {
+                self.summary.gaps += 1;
+                self.gap_pending = true;
+                self.reporter.report(&Report::Gap {
                     reason: format!(
                         "fragment {} is no longer available ({})",
                         e.fragment_number.as_deref().unwrap_or("?"),
                         e.code.as_deref().unwrap_or("error 4000")
                     ),
-                    after_fragment: s.last.as_ref().map(|f| f.number.clone()),
+                    after_fragment: self.last.as_ref().map(|f| f.number.clone()),
                 });
-                s.writer.event(&event).map_err(io)?;
+                self.writer.event(&event).map_err(io)?;
                 return Ok(Handled::Continue);
             }
             Event::ServiceError(e) => {
@@ -621,7 +714,7 @@ impl<S: MediaSource> Download<'_, S> {
                     return Err(Error::Auth {
                         message: format!(
                             "{what}: the KMS key of stream {} cannot be used",
-                            s.cfg.stream.display()
+                            self.cfg.stream.display()
                         ),
                         hint: Some(
                             "check the stream's KMS key and the caller's kms:Decrypt permission"
@@ -633,8 +726,8 @@ impl<S: MediaSource> Download<'_, S> {
             }
             _ => {}
         }
-        if !s.skipping {
-            s.writer.event(&event).map_err(io)?;
+        if !self.skipping {
+            self.writer.event(&event).map_err(io)?;
         }
         Ok(Handled::Continue)
     }
@@ -655,11 +748,32 @@ fn reached_end(cfg: &Config, f: &Fragment) -> bool {
     }
 }
 
-/// Fragment numbers are decimal strings of any length: compare them as numbers.
-pub fn is_newer(a: &str, b: &str) -> bool {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    (a.len(), a) > (b.len(), b)
+/// Whether fragment number `a` comes after `b`.
+fn is_newer(a: &str, b: &str) -> bool {
+    mkv::cmp_fragment_numbers(a, b).is_gt()
+}
+
+/// How a call raced against signals, the idle timeout and a time limit.
+enum Raced<T> {
+    Done(T),
+    Stop(Stopped),
+    TimedOut,
+}
+
+/// Runs `call` unless a signal or `--idle-timeout` comes first, or it takes longer than `limit`:
+/// a service that accepts the connection and never answers must not hang the run.
+async fn race<T>(
+    shutdown: &mut watch::Receiver<Option<Signal>>,
+    idle_timeout: Option<Duration>,
+    since: Instant,
+    limit: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> Raced<T> {
+    tokio::select! {
+        s = wait_signal(shutdown) => Raced::Stop(Stopped::Signal(s)),
+        _ = idle(idle_timeout, since) => Raced::Stop(Stopped::Idle),
+        r = tokio::time::timeout(limit, call) => r.map_or(Raced::TimedOut, Raced::Done),
+    }
 }
 
 async fn wait_signal(rx: &mut watch::Receiver<Option<Signal>>) -> Signal {

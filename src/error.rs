@@ -1,7 +1,7 @@
 //! The one error type of kvs-dl, and the exit code each variant maps to.
 //!
-//! Errors are typed where a caller branches on them (the download loop retries `Transient`, ends on
-//! the rest) and rendered once, in `main`, by [`Error::render`]. Messages name the flag or the thing
+//! Errors are typed where a caller branches on them (the download loop falls back when a saved
+//! token is refused) and rendered once, in `main`, by [`Error::render`]. Messages name the flag or the thing
 //! to change; `hint` says what to do next.
 
 use std::fmt::Write as _;
@@ -128,5 +128,3 @@ impl Error {
         out.replace('\n', " ")
     }
 }
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;

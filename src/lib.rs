@@ -15,4 +15,4 @@ pub mod run;
 pub mod sink;
 pub mod state;
 
-pub use error::{Error, Result};
+pub use error::Error;

@@ -1,16 +1,21 @@
 //! Telling people and scripts what a run is doing. The core reports [`Report`]s through the
 //! [`Reporter`] trait; only this module decides how they look (a live line on a terminal, plain
-//! lines for cron, JSON lines for scripts, nothing with `-q`).
+//! lines for cron, JSON lines for scripts, nothing with `-q`) and only it knows indicatif.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::ProgressMode;
 
-/// Something that happened, in the order it happened.
+/// Something that happened, in the order it happened. Serialized, these are the
+/// `--progress json` events: README.md documents every field and the integration tests hold
+/// real runs to that table, so a rename is a breaking change for scripts.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Report {
@@ -83,17 +88,27 @@ pub trait Reporter {
     fn report(&mut self, report: &Report);
 }
 
-/// Builds the reporter for the chosen mode. `Bar` falls back to plain lines when stderr is not
-/// a terminal, so cron logs never fill with redraws.
-pub fn reporter(mode: ProgressMode) -> Box<dyn Reporter> {
+/// How often a plain progress line is printed.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Names the file that a fragment starting a new output file goes into (`None`: standard
+/// output), so that the live line can show it: fragment reports say where a file starts, not
+/// what it is called.
+pub type FileNamer = Box<dyn Fn(&mkv::Fragment) -> Option<PathBuf>>;
+
+/// Builds the reporter for the chosen mode. The live line needs a terminal on stderr and no
+/// `-v` (its debug lines would tear it apart); otherwise it falls back to plain lines, so cron
+/// logs never fill with redraws.
+pub fn reporter(mode: ProgressMode, verbose: bool, name_file: FileNamer) -> Box<dyn Reporter> {
     match mode {
         ProgressMode::Quiet => Box::new(Quiet),
         ProgressMode::Json => Box::new(Json),
-        ProgressMode::Log => Box::new(Log::new(Duration::from_secs(10))),
-        ProgressMode::Bar if std::io::stderr().is_terminal() => {
-            Box::new(Log::new(Duration::from_secs(1)))
+        ProgressMode::Bar if !verbose && std::io::stderr().is_terminal() => {
+            Box::new(Bar::new(name_file))
         }
-        ProgressMode::Bar => Box::new(Log::new(Duration::from_secs(10))),
+        ProgressMode::Bar | ProgressMode::Log => {
+            Box::new(Log::new(HEARTBEAT, Box::new(std::io::stderr())))
+        }
     }
 }
 
@@ -114,94 +129,344 @@ impl Reporter for Json {
     }
 }
 
-/// Plain lines: one every `every`, on reconnects and gaps, and the summary.
-struct Log {
-    every: Duration,
-    started: Instant,
-    last_line: Instant,
+/// The running figures both human reporters show.
+#[derive(Debug, Default)]
+struct Tally {
     fragments: u64,
     bytes: u64,
     lag_ms: Option<u64>,
+    reconnects: u64,
+    gaps: u64,
+    /// Producer timestamps of the first and the last fragment, and the step to the last: a
+    /// fragment report tells where a fragment starts, not how long it is, so the media written
+    /// is estimated as the span to the last start plus one more step (exact for the regular
+    /// fragments cameras send; the summary has the exact figure).
+    first_ms: Option<i64>,
+    last_ms: i64,
+    step_ms: i64,
+}
+
+impl Tally {
+    fn add(&mut self, report: &Report) {
+        match report {
+            Report::Fragment {
+                producer_timestamp_ms: at,
+                bytes,
+                lag_ms,
+                ..
+            } => {
+                if self.first_ms.is_some() {
+                    self.step_ms = (at - self.last_ms).max(0);
+                }
+                self.first_ms.get_or_insert(*at);
+                self.last_ms = *at;
+                self.fragments += 1;
+                self.bytes += bytes;
+                self.lag_ms = *lag_ms;
+            }
+            Report::Reconnect { .. } => self.reconnects += 1,
+            Report::Gap { .. } => self.gaps += 1,
+            _ => {}
+        }
+    }
+
+    fn media_ms(&self) -> u64 {
+        self.first_ms.map_or(0, |first| {
+            (self.last_ms - first + self.step_ms).max(0) as u64
+        })
+    }
+
+    /// `12 fragments, 24.0 s of media, 1.2 s behind live, 1 reconnect, 0 gaps`.
+    fn figures(&self) -> String {
+        let lag = self
+            .lag_ms
+            .map(|ms| format!(", {} behind live", human_duration(ms)))
+            .unwrap_or_default();
+        format!(
+            "{}, {} of media{lag}, {}, {}",
+            count(self.fragments, "fragment"),
+            human_duration(self.media_ms()),
+            count(self.reconnects, "reconnect"),
+            count(self.gaps, "gap"),
+        )
+    }
+}
+
+/// The line for an event worth a line of its own (the summary aside).
+fn notice(report: &Report) -> Option<String> {
+    Some(match report {
+        Report::Start {
+            stream,
+            region,
+            selector,
+            ..
+        } => format!("kvs-dl: reading {stream} in {region} from {selector}"),
+        Report::Reconnect {
+            reason,
+            attempt,
+            delay_ms,
+        } => format!(
+            "kvs-dl: reconnecting in {} (attempt {attempt}): {reason}",
+            human_duration(*delay_ms)
+        ),
+        Report::Gap { reason, .. } => format!("kvs-dl: gap: {reason}"),
+        Report::File(FileReport {
+            path: Some(path),
+            fragments,
+            bytes,
+            media_duration_ms,
+            ..
+        }) => format!(
+            "kvs-dl: wrote {} ({}, {}, {} of media)",
+            path.display(),
+            count(*fragments, "fragment"),
+            human_bytes(*bytes),
+            human_duration(*media_duration_ms)
+        ),
+        Report::Fragment { .. } | Report::File(_) | Report::Done(_) => return None,
+    })
+}
+
+/// The line every run that wrote something ends with. A run that failed before writing
+/// anything ends with its error alone.
+fn summary_line(s: &Summary) -> Option<String> {
+    let failed = !matches!(s.exit_code, 0 | 130 | 143);
+    if failed && s.fragments == 0 && s.files == 0 {
+        return None;
+    }
+    let rate = human_bytes((s.bytes as f64 / (s.wall_ms.max(1) as f64 / 1000.0)) as u64);
+    // An error is rendered right after this line; saying it twice helps no one.
+    let why = match s.exit_code {
+        0 | 130 | 143 => s.reason.as_str(),
+        _ => "stopped by the error below",
+    };
+    Some(format!(
+        "kvs-dl: done in {}: {}, {}, {}, {} of media, {rate}/s; {}, {}, {} that did not move forward; {why}",
+        human_duration(s.wall_ms),
+        count(s.files, "file"),
+        count(s.fragments, "fragment"),
+        human_bytes(s.bytes),
+        human_duration(s.media_duration_ms),
+        count(s.reconnects, "reconnect"),
+        count(s.gaps, "gap"),
+        count(s.non_monotonic_timestamps, "fragment timestamp"),
+    ))
+}
+
+/// The live line on a terminal: redrawn at most 4 times a second by indicatif, with notices
+/// printed above it, cleared at the end for the summary.
+struct Bar {
+    bar: ProgressBar,
+    tally: Tally,
+    name_file: FileNamer,
+    /// The next fragment starts a new file (the first one, or the first after a file closed).
+    new_file: bool,
+    file: Option<String>,
+}
+
+impl Bar {
+    fn new(name_file: FileNamer) -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4))
+            .with_style(
+                ProgressStyle::with_template(
+                    "{spinner:.green} {binary_bytes} at {binary_bytes_per_sec}, {msg}",
+                )
+                .expect("the template is valid"),
+            )
+            .with_message("connecting");
+        // Keeps the spinner and the rate moving while the stream is quiet.
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Bar {
+            bar,
+            tally: Tally::default(),
+            name_file,
+            new_file: true,
+            file: None,
+        }
+    }
+}
+
+impl Reporter for Bar {
+    fn report(&mut self, report: &Report) {
+        self.tally.add(report);
+        match report {
+            Report::Fragment {
+                number,
+                server_timestamp_ms,
+                producer_timestamp_ms,
+                bytes,
+                ..
+            } => {
+                if std::mem::take(&mut self.new_file) {
+                    let fragment = mkv::Fragment {
+                        number: number.clone(),
+                        server_ms: *server_timestamp_ms,
+                        producer_ms: *producer_timestamp_ms,
+                        millis_behind_now: None,
+                        continuation_token: None,
+                    };
+                    self.file = Some(match (self.name_file)(&fragment) {
+                        Some(path) => path.display().to_string(),
+                        None => "stdout".into(),
+                    });
+                }
+                self.bar.inc(*bytes);
+            }
+            Report::File(_) => self.new_file = true,
+            Report::Done(summary) => {
+                self.bar.finish_and_clear();
+                if let Some(line) = summary_line(summary) {
+                    eprintln!("{line}");
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let Some(line) = notice(report) {
+            self.bar.println(line);
+        }
+        let to = self
+            .file
+            .as_ref()
+            .map(|f| format!(" → {f}"))
+            .unwrap_or_default();
+        self.bar
+            .set_message(format!("{}{to}", self.tally.figures()));
+    }
+}
+
+impl Drop for Bar {
+    /// A run that ends before `Done` (it could not connect) leaves no half-drawn line above
+    /// its error.
+    fn drop(&mut self) {
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+/// Plain lines for logs: notices as they happen, and a heartbeat every `every` from a small
+/// thread, so that a quiet stream still shows the run is alive ("waiting").
+struct Log {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+/// What the reporting side and the heartbeat thread share.
+struct Shared {
+    tally: Tally,
+    /// When the last fragment came (the start before the first), for "waiting" lines.
+    fragment_at: Instant,
+    out: Box<dyn Write + Send>,
+    done: bool,
 }
 
 impl Log {
-    fn new(every: Duration) -> Self {
-        let now = Instant::now();
+    fn new(every: Duration, out: Box<dyn Write + Send>) -> Self {
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                tally: Tally::default(),
+                fragment_at: Instant::now(),
+                out,
+                done: false,
+            }),
+            Condvar::new(),
+        ));
+        let heartbeat = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || heartbeat(&shared, every))
+        };
         Log {
-            every,
-            started: now,
-            last_line: now,
-            fragments: 0,
-            bytes: 0,
-            lag_ms: None,
+            shared,
+            heartbeat: Some(heartbeat),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the heartbeat, so that no line follows the summary.
+    fn stop(&mut self) {
+        self.lock().done = true;
+        self.shared.1.notify_all();
+        if let Some(thread) = self.heartbeat.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Every `every` until done: the figures with the rate since the last beat, or for how long
+/// nothing new came.
+fn heartbeat(shared: &(Mutex<Shared>, Condvar), every: Duration) {
+    let (lock, wake) = shared;
+    let mut beat = Instant::now();
+    let (mut fragments, mut bytes) = (0, 0);
+    let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let timeout = (beat + every).saturating_duration_since(Instant::now());
+        state = wake
+            .wait_timeout_while(state, timeout, |s| !s.done)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if state.done {
+            return;
+        }
+        let now = Instant::now();
+        let t = &state.tally;
+        let line = if t.fragments > fragments {
+            let rate = (t.bytes - bytes) as f64 / now.duration_since(beat).as_secs_f64();
+            format!(
+                "kvs-dl: {} at {}/s, {}",
+                human_bytes(t.bytes),
+                human_bytes(rate as u64),
+                t.figures()
+            )
+        } else {
+            let quiet_ms = now.duration_since(state.fragment_at).as_millis() as u64;
+            format!(
+                "kvs-dl: waiting, no new fragment for {}; {}, {}",
+                human_duration(quiet_ms),
+                human_bytes(t.bytes),
+                t.figures()
+            )
+        };
+        (beat, fragments, bytes) = (now, t.fragments, t.bytes);
+        let _ = writeln!(state.out, "{line}");
     }
 }
 
 impl Reporter for Log {
     fn report(&mut self, report: &Report) {
-        let line = match report {
-            Report::Start {
-                stream,
-                region,
-                selector,
-                ..
-            } => {
-                format!("kvs-dl: reading {stream} in {region} from {selector}")
+        if let Report::Done(summary) = report {
+            self.stop();
+            if let Some(line) = summary_line(summary) {
+                let _ = writeln!(self.lock().out, "{line}");
             }
-            Report::Fragment { bytes, lag_ms, .. } => {
-                self.fragments += 1;
-                self.bytes += bytes;
-                self.lag_ms = *lag_ms;
-                if self.last_line.elapsed() < self.every {
-                    return;
-                }
-                let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-                let lag = self
-                    .lag_ms
-                    .map(|l| format!(", {:.1} s behind live", l as f64 / 1000.0))
-                    .unwrap_or_default();
-                format!(
-                    "kvs-dl: {} fragments, {} ({}/s){lag}",
-                    self.fragments,
-                    human_bytes(self.bytes),
-                    human_bytes((self.bytes as f64 / secs) as u64)
-                )
-            }
-            Report::Reconnect {
-                reason,
-                attempt,
-                delay_ms,
-            } => format!(
-                "kvs-dl: reconnecting in {:.1} s (attempt {attempt}): {reason}",
-                *delay_ms as f64 / 1000.0
-            ),
-            Report::Gap { reason, .. } => format!("kvs-dl: gap: {reason}"),
-            Report::File(f) => match &f.path {
-                Some(path) => format!(
-                    "kvs-dl: wrote {} ({} fragments, {}, {})",
-                    path.display(),
-                    f.fragments,
-                    human_bytes(f.bytes),
-                    human_duration(f.media_duration_ms)
-                ),
-                None => return,
-            },
-            Report::Done(s) => format!(
-                "kvs-dl: done: {} files, {} fragments, {}, {} of media in {} ({}/s), {} reconnects, {} gaps; {}",
-                s.files,
-                s.fragments,
-                human_bytes(s.bytes),
-                human_duration(s.media_duration_ms),
-                human_duration(s.wall_ms),
-                human_bytes((s.bytes as f64 / (s.wall_ms.max(1) as f64 / 1000.0)) as u64),
-                s.reconnects,
-                s.gaps,
-                s.reason
-            ),
-        };
-        self.last_line = Instant::now();
-        let _ = writeln!(std::io::stderr(), "{line}");
+            return;
+        }
+        let mut shared = self.lock();
+        shared.tally.add(report);
+        if let Report::Fragment { .. } = report {
+            shared.fragment_at = Instant::now();
+        }
+        if let Some(line) = notice(report) {
+            let _ = writeln!(shared.out, "{line}");
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `1 file`, `2 files`.
+fn count(n: u64, thing: &str) -> String {
+    match n {
+        1 => format!("1 {thing}"),
+        n => format!("{n} {thing}s"),
     }
 }
 
@@ -217,5 +482,133 @@ pub fn human_duration(ms: u64) -> String {
         0..60 => format!("{:.1} s", ms as f64 / 1000.0),
         60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
         _ => format!("{}h{:02}m{:02}s", secs / 3600, secs / 60 % 60, secs % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test can read back while the heartbeat thread writes to it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn fragment(n: u64, producer_ms: i64) -> Report {
+        Report::Fragment {
+            number: n.to_string(),
+            server_timestamp_ms: producer_ms + 500,
+            producer_timestamp_ms: producer_ms,
+            bytes: 1000,
+            lag_ms: Some(1500),
+        }
+    }
+
+    #[test]
+    fn log_lines_beat_while_quiet_and_stop_at_done() {
+        let out = Captured::default();
+        let mut log = Log::new(Duration::from_millis(40), Box::new(out.clone()));
+        log.report(&fragment(1, 0));
+        log.report(&fragment(2, 2000));
+        std::thread::sleep(Duration::from_millis(150));
+        log.report(&Report::Done(Summary {
+            reason: "reached --end".into(),
+            ..Summary::default()
+        }));
+        let at_done = out.text();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(out.text(), at_done, "nothing after the summary");
+        let lines: Vec<&str> = at_done.lines().collect();
+        assert!(lines.len() >= 3, "{at_done}");
+        assert!(
+            lines[0].starts_with("kvs-dl: 2.0 KiB at "),
+            "figures first: {at_done}"
+        );
+        assert!(
+            lines[0]
+                .ends_with("2 fragments, 4.0 s of media, 1.5 s behind live, 0 reconnects, 0 gaps"),
+            "{at_done}"
+        );
+        assert!(
+            lines[1].starts_with("kvs-dl: waiting, no new fragment for "),
+            "{at_done}"
+        );
+        assert!(
+            lines.last().unwrap().starts_with("kvs-dl: done in "),
+            "{at_done}"
+        );
+        assert!(!at_done.contains(['\r', '\x1b']), "{at_done:?}");
+    }
+
+    #[test]
+    fn media_is_estimated_from_fragment_starts() {
+        let mut t = Tally::default();
+        assert_eq!(t.media_ms(), 0);
+        for (n, at) in [(1, 10_000), (2, 12_000), (3, 14_000)] {
+            t.add(&fragment(n, at));
+        }
+        assert_eq!(t.media_ms(), 6000);
+        t.add(&Report::Reconnect {
+            reason: "cut".into(),
+            attempt: 1,
+            delay_ms: 5,
+        });
+        t.add(&Report::Gap {
+            reason: "expired".into(),
+            after_fragment: None,
+        });
+        assert_eq!(
+            t.figures(),
+            "3 fragments, 6.0 s of media, 1.5 s behind live, 1 reconnect, 1 gap"
+        );
+    }
+
+    #[test]
+    fn the_summary_says_everything_once() {
+        let mut s = Summary {
+            files: 2,
+            bytes: 3 << 20,
+            fragments: 30,
+            media_duration_ms: 60_000,
+            wall_ms: 3000,
+            reconnects: 1,
+            gaps: 0,
+            duplicates_skipped: 0,
+            non_monotonic_timestamps: 1,
+            reason: "reached --end".into(),
+            exit_code: 0,
+        };
+        assert_eq!(
+            summary_line(&s).unwrap(),
+            "kvs-dl: done in 3.0 s: 2 files, 30 fragments, 3.0 MiB, 1m00s of media, 1.0 MiB/s; \
+             1 reconnect, 0 gaps, 1 fragment timestamp that did not move forward; reached --end"
+        );
+        (s.exit_code, s.reason) = (5, "gave up after 11 failed attempts in a row".into());
+        assert!(
+            summary_line(&s)
+                .unwrap()
+                .ends_with("; stopped by the error below")
+        );
+        (s.files, s.fragments) = (0, 0);
+        assert_eq!(
+            summary_line(&s),
+            None,
+            "a failed run that wrote nothing: the error alone"
+        );
     }
 }

@@ -1,25 +1,32 @@
 //! One invocation, end to end: resolve the flags, connect, download, finish the output, report.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
+use clap::CommandFactory;
 use tokio::sync::watch;
 
 use crate::aws::Kvs;
-use crate::cli::Cli;
+use crate::cli::{Invocation, Tool};
 use std::path::{Path, PathBuf};
 
 use mkv::Fragment;
 
-use crate::config::{Clock, Config, Env, Format, StreamId, Target};
+use crate::config::{Clock, Config, Env, Format, ProgressMode, StreamId, Target};
 use crate::download::{Download, Pacing, Signal};
 use crate::error::Error;
 use crate::output::{MkvWriter, RawWriter, Segments, Writer, finish_leftover};
-use crate::progress::{self, FileReport, Report};
+use crate::progress::{self, FileNamer, FileReport, Report};
 use crate::sink::{FileSink, Sink, StdoutSink};
 use crate::state::{self, State};
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
-pub fn run(cli: Cli) -> Result<u8, Error> {
+pub fn run(invocation: Invocation) -> Result<u8, Error> {
+    if let Some(tool) = invocation.command {
+        return print_tool(tool).map(|()| 0);
+    }
+    let cli = invocation
+        .download
+        .expect("clap requires the download flags without a subcommand");
     let now = jiff::Timestamp::now();
     let cfg = Config::resolve(
         cli,
@@ -27,13 +34,35 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         now,
         std::io::stdout().is_terminal(),
     )?;
-    init_tracing(cfg.verbose);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    init_tracing(cfg.verbose, cfg.progress == ProgressMode::Quiet);
+    // One thread: the body is read and written in turn, like curl does; a second worker would
+    // only add wake-ups between the HTTP connection and the writer.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
     runtime.block_on(download(&cfg))
+}
+
+/// `kvs-dl completions SHELL` and `kvs-dl man`: generated from the clap definition, so they
+/// always match the flags. Rendered in memory first: a reader that goes away (`| head`) is a
+/// broken pipe for `main` to ignore, not a panic inside a generator.
+fn print_tool(tool: Tool) -> Result<(), Error> {
+    let mut command = Invocation::command();
+    let mut out = Vec::new();
+    match tool {
+        Tool::Completions { shell } => {
+            clap_complete::generate(shell, &mut command, "kvs-dl", &mut out)
+        }
+        Tool::Man => clap_mangen::Man::new(command)
+            .render(&mut out)
+            .map_err(|e| Error::io("rendering the manual page", e))?,
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::io("writing to standard output", e))
 }
 
 async fn download(cfg: &Config) -> Result<u8, Error> {
@@ -43,7 +72,7 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
         None => Resume::default(),
     };
     let mut writer = writer(cfg, options)?;
-    let mut reporter = progress::reporter(cfg.progress);
+    let mut reporter = progress::reporter(cfg.progress, cfg.verbose > 0, file_namer(cfg));
     let mut source = Kvs::connect(cfg).await?;
     let mut download = Download::new(
         cfg,
@@ -223,6 +252,22 @@ fn segment_name(
     Ok(PathBuf::from(expanded))
 }
 
+/// What the live line calls the file a fragment starts: the `-o` path, or the `--segment`
+/// template expanded as the writer expands it; `None` for standard output.
+fn file_namer(cfg: &Config) -> FileNamer {
+    let target = cfg.output.target.clone();
+    let segmented = cfg.output.segment.is_some();
+    let stream = stream_name(&cfg.stream).to_owned();
+    let clock = cfg.clock;
+    Box::new(move |fragment| match &target {
+        Target::Stdout => None,
+        Target::File(path) if segmented => {
+            segment_name(&path.to_string_lossy(), &stream, clock, fragment).ok()
+        }
+        Target::File(path) => Some(path.clone()),
+    })
+}
+
 /// SIGINT and SIGTERM: the first asks the download to finish cleanly, a second exits at once.
 fn signals() -> watch::Receiver<Option<Signal>> {
     let (tx, rx) = watch::channel(None);
@@ -253,9 +298,13 @@ fn signals() -> watch::Receiver<Option<Signal>> {
     rx
 }
 
-/// `-v` shows kvs-dl's own debug lines, `-vv` the SDK's too. Colour only on a terminal.
-fn init_tracing(verbose: u8) {
+/// `-v` shows kvs-dl's own debug lines, `-vv` the SDK's debug lines too (credentials chain,
+/// calls, retries). Never the SDK's trace level: that is where it logs whole requests, with
+/// their Authorization and session token headers. `-q` shows only errors. Colour only on a
+/// terminal.
+fn init_tracing(verbose: u8, quiet: bool) {
     let directives = match verbose {
+        _ if quiet => "error",
         0 => "warn",
         1 => "warn,kvs_dl=debug",
         _ => "warn,kvs_dl=trace,aws_config=debug,aws_smithy_runtime=debug",

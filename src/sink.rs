@@ -283,7 +283,7 @@ impl<W: Write> Sink for StdoutSink<W> {
         }
         let spill = match &mut self.spill {
             Some(f) => f,
-            None => self.spill.insert(tempfile_in_tmp()?),
+            None => self.spill.insert(tempfile::tempfile()?),
         };
         if self.spilled == 0 {
             spill.set_len(0)?;
@@ -340,11 +340,6 @@ impl<W: Write> Sink for StdoutSink<W> {
         self.out.flush()?;
         Ok(None)
     }
-}
-
-/// An anonymous file in the temporary directory, gone when closed.
-fn tempfile_in_tmp() -> io::Result<File> {
-    tempfile::tempfile()
 }
 
 #[cfg(test)]

@@ -539,18 +539,37 @@ fn role_arn_assumes_the_role_for_every_call() {
     let w = World::new(vec![archive("cam", 2)]);
     let role = "arn:aws:iam::123456789012:role/camera-reader";
     let out = run(w.kvs_dl().args([
-        "--role-arn", role, "--role-session-name", "nightly", "--stream-name", "cam", "--start", "earliest", "--end", "now",
-        "-o", "out.mkv",
+        "--role-arn",
+        role,
+        "--role-session-name",
+        "nightly",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "-o",
+        "out.mkv",
     ]));
     assert_exit(&out, 0);
     let requests = w.emu.requests();
-    let assume: Vec<_> = requests.iter().filter(|r| r.operation == "AssumeRole").collect();
+    let assume: Vec<_> = requests
+        .iter()
+        .filter(|r| r.operation == "AssumeRole")
+        .collect();
     assert_eq!(assume.len(), 1, "{requests:?}");
     assert_eq!(assume[0].body["RoleArn"], role);
     assert_eq!(assume[0].body["RoleSessionName"], "nightly");
-    let kvs: Vec<_> = requests.iter().filter(|r| r.operation != "AssumeRole").collect();
+    let kvs: Vec<_> = requests
+        .iter()
+        .filter(|r| r.operation != "AssumeRole")
+        .collect();
     assert!(!kvs.is_empty());
-    assert!(kvs.iter().all(|r| r.assumed_role.as_deref() == Some(role)), "{kvs:?}");
+    assert!(
+        kvs.iter().all(|r| r.assumed_role.as_deref() == Some(role)),
+        "{kvs:?}"
+    );
 }
 
 #[test]
@@ -561,10 +580,21 @@ fn a_role_that_may_not_be_assumed_exits_3() {
         ..kvs_emu::Config::default()
     });
     let out = run(w.kvs_dl().args([
-        "--role-arn", "arn:aws:iam::123456789012:role/camera-reader", "--stream-name", "cam", "-o", "out.mkv",
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/camera-reader",
+        "--stream-name",
+        "cam",
+        "-o",
+        "out.mkv",
     ]));
     assert_exit(&out, 3);
     let err = stderr(&out);
-    assert!(err.contains("camera-reader") && err.contains("AccessDenied"), "{err}");
-    assert!(w.emu.requests().iter().all(|r| r.operation == "AssumeRole"), "nothing else was called");
+    assert!(
+        err.contains("camera-reader") && err.contains("AccessDenied"),
+        "{err}"
+    );
+    assert!(
+        w.emu.requests().iter().all(|r| r.operation == "AssumeRole"),
+        "nothing else was called"
+    );
 }

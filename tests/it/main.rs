@@ -4,5 +4,6 @@ mod download;
 mod errors;
 mod matrix;
 mod media;
+mod progress;
 mod resilience;
 mod support;

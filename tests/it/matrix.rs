@@ -24,8 +24,16 @@ const RUNS: u64 = 3;
 const CUTS_PER_RUN: usize = 12;
 
 /// Runs the matrix over one stream; returns (cut points, fragments checked).
-fn matrix(name: &str, fragments: Vec<StoredFragment>, seed: u64, formats: &[&str]) -> (usize, usize) {
-    let served: Vec<Vec<u8>> = fragments.iter().flat_map(|f| contents(&f.chunk(0)).blocks).collect();
+fn matrix(
+    name: &str,
+    fragments: Vec<StoredFragment>,
+    seed: u64,
+    formats: &[&str],
+) -> (usize, usize) {
+    let served: Vec<Vec<u8>> = fragments
+        .iter()
+        .flat_map(|f| contents(&f.chunk(0)).blocks)
+        .collect();
     let all = numbers(&fragments);
     let mut rng = Rng(seed);
     let (mut cuts, mut checked) = (0, 0);
@@ -43,7 +51,18 @@ fn matrix(name: &str, fragments: Vec<StoredFragment>, seed: u64, formats: &[&str
             ..Stream::archive("cam", fragments.clone())
         }]);
         let out = run(w.kvs_dl().args([
-            "--stream-name", "cam", "--start", "earliest", "--end", "now", "--max-retries", "20", "--format", format, "-o", "out",
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+            "--max-retries",
+            "20",
+            "--format",
+            format,
+            "-o",
+            "out",
         ]));
         assert_exit(&out, 0);
         let data = std::fs::read(w.path("out")).unwrap();
@@ -53,31 +72,56 @@ fn matrix(name: &str, fragments: Vec<StoredFragment>, seed: u64, formats: &[&str
             "raw" => assert_eq!(got.fragments, all, "{context}"),
             _ => {
                 assert_eq!(got.ebml_headers, 1, "{context}");
-                assert_eq!(got.blocks.len(), served.len(), "{context}: blocks lost or doubled");
+                assert_eq!(
+                    got.blocks.len(),
+                    served.len(),
+                    "{context}: blocks lost or doubled"
+                );
                 assert!(got.blocks == served, "{context}: blocks differ");
             }
         }
-        let cut = w.get_media().iter().filter(|r| r.body_end == Some(kvs_emu::BodyEnd::Cut)).count();
+        let cut = w
+            .get_media()
+            .iter()
+            .filter(|r| r.body_end == Some(kvs_emu::BodyEnd::Cut))
+            .count();
         cuts += cut;
         checked += all.len();
     }
-    eprintln!("fault matrix {name}: {cuts} cut points, {checked} fragments checked, 0 lost, 0 doubled");
+    eprintln!(
+        "fault matrix {name}: {cuts} cut points, {checked} fragments checked, 0 lost, 0 doubled"
+    );
     (cuts, checked)
 }
 
 #[test]
 fn cut_connections_over_captures() {
     let mut total = 0;
-    for (seed, name) in [(11, "output_get_media.mkv"), (12, "kinesis_video_renderer_example_output.mkv")] {
+    for (seed, name) in [
+        (11, "output_get_media.mkv"),
+        (12, "kinesis_video_renderer_example_output.mkv"),
+    ] {
         let Some(body) = capture(name) else { return };
-        total += matrix(name, kvs_emu::from_capture(&body).unwrap(), seed, &["mkv", "raw"]).0;
+        total += matrix(
+            name,
+            kvs_emu::from_capture(&body).unwrap(),
+            seed,
+            &["mkv", "raw"],
+        )
+        .0;
     }
     assert!(total >= 50, "{total} cut points");
 }
 
 #[test]
 fn cut_connections_over_generated_and_synthetic_streams() {
-    let mut total = matrix("synthetic", synthetic(20, kvs_emu::Ingest::default()), 21, &["raw"]).0;
+    let mut total = matrix(
+        "synthetic",
+        synthetic(20, kvs_emu::Ingest::default()),
+        21,
+        &["raw"],
+    )
+    .0;
     if let Some(media) = generated("h264-aac.mkv") {
         let fragments = kvs_emu::from_mkv(&media, &kvs_emu::MkvOptions::default()).unwrap();
         total += matrix("h264-aac", fragments, 22, &["mkv", "raw"]).0;

@@ -15,7 +15,14 @@ fn download(fragments: Vec<StoredFragment>, args: &[&str]) -> (World, std::proce
     }]);
     let out = run(w
         .kvs_dl()
-        .args(["--stream-name", "cam", "--start", "earliest", "--end", "now"])
+        .args([
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+        ])
         .args(args));
     (w, out)
 }
@@ -39,7 +46,11 @@ fn frame_seconds(fragments: &[StoredFragment]) -> f64 {
 fn judge(path: &Path, fragments: &[StoredFragment], clean_payloads: bool) -> Option<Verdict> {
     let v = verdict(path, true, clean_payloads)?;
     let name = path.display();
-    assert_eq!(v.packets, blocks(fragments), "{name}: every block served, once");
+    assert_eq!(
+        v.packets,
+        blocks(fragments),
+        "{name}: every block served, once"
+    );
     let expected = media_seconds(fragments);
     let frame = frame_seconds(fragments);
     assert!(
@@ -48,11 +59,27 @@ fn judge(path: &Path, fragments: &[StoredFragment], clean_payloads: bool) -> Opt
         v.duration
     );
     assert_eq!(v.start_time, 0.0, "{name}");
-    assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], fragments[0].number(), "{name}");
-    assert_eq!(v.tags["KVS_LAST_FRAGMENT_NUMBER"], fragments[fragments.len() - 1].number(), "{name}");
-    assert_eq!(v.tags["KVS_FRAGMENTS"], fragments.len().to_string(), "{name}");
+    assert_eq!(
+        v.tags["KVS_FIRST_FRAGMENT_NUMBER"],
+        fragments[0].number(),
+        "{name}"
+    );
+    assert_eq!(
+        v.tags["KVS_LAST_FRAGMENT_NUMBER"],
+        fragments[fragments.len() - 1].number(),
+        "{name}"
+    );
+    assert_eq!(
+        v.tags["KVS_FRAGMENTS"],
+        fragments.len().to_string(),
+        "{name}"
+    );
     if clean_payloads {
-        assert!(v.ffprobe_stderr.is_empty(), "{name}: ffprobe says {}", v.ffprobe_stderr);
+        assert!(
+            v.ffprobe_stderr.is_empty(),
+            "{name}: ffprobe says {}",
+            v.ffprobe_stderr
+        );
     }
     eprintln!(
         "{name}: served {} blocks, {expected:.3} s; ffprobe {} packets, {:.3} s",
@@ -79,7 +106,11 @@ fn every_capture_with_media_becomes_one_clean_file() {
         assert_exit(&out, 0);
         // test_mixed_tags.mkv carries placeholder bytes, not JPEG images: its decoder complains
         // about the payload, whatever the container.
-        judge(&w.path("out.mkv"), &fragments, name != "test_mixed_tags.mkv");
+        judge(
+            &w.path("out.mkv"),
+            &fragments,
+            name != "test_mixed_tags.mkv",
+        );
     }
 }
 
@@ -100,7 +131,9 @@ fn cut(name: &str, number_base: u64, start_ms: i64) -> Option<Vec<StoredFragment
 #[test]
 fn generated_h264_with_aac_and_h265_become_clean_files() {
     for (name, tracks) in [("h264-aac.mkv", 2), ("h265.mkv", 1)] {
-        let Some(fragments) = cut(name, 0, 1_700_000_000_000) else { return };
+        let Some(fragments) = cut(name, 0, 1_700_000_000_000) else {
+            return;
+        };
         assert!(fragments.len() >= 10, "{name}: a fragment per key frame");
         let (w, out) = download(fragments.clone(), &["-o", "out.mkv"]);
         assert_exit(&out, 0);
@@ -118,37 +151,67 @@ fn resolution_change() -> Option<(Vec<StoredFragment>, Vec<StoredFragment>)> {
 
 #[test]
 fn a_track_change_ends_the_run_naming_the_fragment_to_start_from() {
-    let Some((small, large)) = resolution_change() else { return };
+    let Some((small, large)) = resolution_change() else {
+        return;
+    };
     let all = [small.clone(), large.clone()].concat();
     let (w, out) = download(all, &["-o", "out.mkv"]);
     assert_exit(&out, 0);
     let err = stderr(&out);
-    assert!(err.contains(&format!("--start fragment:{}", large[0].number())), "{err}");
+    assert!(
+        err.contains(&format!("--start fragment:{}", large[0].number())),
+        "{err}"
+    );
     judge(&w.path("out.mkv"), &small, true);
 }
 
 #[test]
 fn with_segment_a_track_change_starts_a_new_file() {
-    let Some((small, large)) = resolution_change() else { return };
+    let Some((small, large)) = resolution_change() else {
+        return;
+    };
     let all = [small.clone(), large.clone()].concat();
     let (w, out) = download(all, &["--segment", "1h", "-o", "seg-{fragment}.mkv"]);
     assert_exit(&out, 0);
-    judge(&w.path(&format!("seg-{}.mkv", small[0].number())), &small, true);
-    judge(&w.path(&format!("seg-{}.mkv", large[0].number())), &large, true);
+    judge(
+        &w.path(&format!("seg-{}.mkv", small[0].number())),
+        &small,
+        true,
+    );
+    judge(
+        &w.path(&format!("seg-{}.mkv", large[0].number())),
+        &large,
+        true,
+    );
 }
 
 #[test]
 fn segments_cut_at_the_first_fragment_boundary_after_the_duration() {
     let fragments = synthetic(17, Ingest::default());
-    let (w, out) = download(fragments.clone(), &["--segment", "10s", "-o", "{stream}/%Y%m%dT%H%M%S-{fragment}.mkv"]);
+    let (w, out) = download(
+        fragments.clone(),
+        &[
+            "--segment",
+            "10s",
+            "-o",
+            "{stream}/%Y%m%dT%H%M%S-{fragment}.mkv",
+        ],
+    );
     assert_exit(&out, 0);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(w.path("cam")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(w.path("cam"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     // 2 s fragments: 10 s is five of them; the last file has the remaining two.
     assert_eq!(files.len(), 4, "{files:?}");
     for (i, group) in fragments.chunks(5).enumerate() {
         let time = jiff::Timestamp::from_millisecond(group[0].server_ms()).unwrap();
-        let name = format!("{}-{}.mkv", time.strftime("%Y%m%dT%H%M%S"), group[0].number());
+        let name = format!(
+            "{}-{}.mkv",
+            time.strftime("%Y%m%dT%H%M%S"),
+            group[0].number()
+        );
         assert_eq!(files[i].file_name().unwrap().to_str().unwrap(), name);
         judge(&files[i], group, true);
     }
@@ -156,12 +219,24 @@ fn segments_cut_at_the_first_fragment_boundary_after_the_duration() {
 
 #[test]
 fn stdout_is_a_stream_ffmpeg_reads_from_a_pipe() {
-    let Some(fragments) = cut("h264-aac.mkv", 0, 1_700_000_000_000) else { return };
+    let Some(fragments) = cut("h264-aac.mkv", 0, 1_700_000_000_000) else {
+        return;
+    };
     let (_w, out) = download(fragments.clone(), &["-o", "-"]);
     assert_exit(&out, 0);
     assert_eq!(contents(&out.stdout).ebml_headers, 1);
     let mut probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", "-i", "pipe:0"])
+        .args([
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+            "-i",
+            "pipe:0",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -170,7 +245,11 @@ fn stdout_is_a_stream_ffmpeg_reads_from_a_pipe() {
     use std::io::Write;
     probe.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     let probed = probe.wait_with_output().unwrap();
-    assert!(probed.stderr.is_empty(), "{}", String::from_utf8_lossy(&probed.stderr));
+    assert!(
+        probed.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&probed.stderr)
+    );
     let packets: u64 = String::from_utf8_lossy(&probed.stdout)
         .lines()
         .map(|l| l.trim().trim_end_matches(',').parse::<u64>().unwrap())

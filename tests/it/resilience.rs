@@ -62,17 +62,15 @@ fn a_cut_connection_resumes_from_the_last_whole_fragment() {
     let (out, got) = download_all(&w, &[]);
     assert_exit(&out, 0);
     assert_eq!(got, all);
-    // The cut, the resumption after the last whole fragment, and the call that finds nothing
-    // newer (caught up).
+    // The cut, then the resumption after the last whole fragment, which reaches the head.
     let sel = w.selectors();
-    assert_eq!(sel.len(), 3, "{sel:?}");
+    assert_eq!(sel.len(), 2, "{sel:?}");
     assert_eq!(sel[1]["StartSelectorType"], "CONTINUATION_TOKEN");
     assert_eq!(
         sel[1]["ContinuationToken"],
         all[1].as_str(),
         "after the last whole fragment"
     );
-    assert_eq!(sel[2]["ContinuationToken"], all[5].as_str());
 }
 
 #[test]
@@ -88,8 +86,8 @@ fn server_errors_and_throttling_are_retried() {
     let (out, got) = download_all(&w, &[]);
     assert_exit(&out, 0);
     assert_eq!(got, all);
-    // Three refusals, the download, and the call that finds nothing newer.
-    assert_eq!(w.get_media().len(), 5);
+    // Three refusals, then the download.
+    assert_eq!(w.get_media().len(), 4);
 }
 
 #[test]
@@ -99,7 +97,11 @@ fn retries_give_up_with_exit_5() {
     assert_exit(&out, 5);
     assert!(got.is_empty());
     assert!(!w.path("out.raw").exists() && !w.path("out.raw.part").exists());
-    assert_eq!(w.get_media().len(), 4, "the first call and three retries");
+    assert_eq!(
+        w.get_media().len(),
+        3,
+        "three consecutive failures end the run"
+    );
     assert!(stderr(&out).contains("--max-retries"), "{}", stderr(&out));
 }
 
@@ -234,7 +236,7 @@ fn getmedia_calls_stay_within_five_per_second() {
         all
     );
     let times: Vec<Duration> = w.get_media().iter().map(|r| r.at).collect();
-    assert_eq!(times.len(), 14);
+    assert_eq!(times.len(), 13);
     for (i, t) in times.iter().enumerate() {
         let in_window = times[i..]
             .iter()
@@ -387,7 +389,10 @@ fn a_broken_pipe_ends_quietly() {
 fn chained_cron_runs_hold_every_fragment_exactly_once() {
     // A fragment arrives every second while the runs go on.
     let stream = Stream {
-        live: Some(Live { speed: 2.0, backlog: 5 }),
+        live: Some(Live {
+            speed: 2.0,
+            backlog: 5,
+        }),
         ..archive("cam", 15)
     };
     let all = numbers(&stream.fragments);
@@ -395,10 +400,24 @@ fn chained_cron_runs_hold_every_fragment_exactly_once() {
     let mut union = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for run_no in 0.. {
-        assert!(Instant::now() < deadline, "the chain never caught up with the whole stream");
+        assert!(
+            Instant::now() < deadline,
+            "the chain never caught up with the whole stream"
+        );
         let name = format!("run{run_no}.raw");
         let out = run(w.kvs_dl().args([
-            "--stream-name", "cam", "--start", "earliest", "--end", "now", "--state-file", "s.json", "--format", "raw", "-o", &name,
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+            "--state-file",
+            "s.json",
+            "--format",
+            "raw",
+            "-o",
+            &name,
         ]));
         assert_exit(&out, 0);
         if let Ok(data) = std::fs::read(w.path(&name)) {
@@ -431,10 +450,24 @@ fn a_refused_saved_token_falls_back_to_the_saved_time() {
     let w = World::new(vec![stream]);
     std::fs::write(w.path("s.json"), state.to_string()).unwrap();
     let out = run(w.kvs_dl().args([
-        "--stream-name", "cam", "--start", "earliest", "--end", "now", "--state-file", "s.json", "--format", "raw", "-o", "out.raw",
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--state-file",
+        "s.json",
+        "--format",
+        "raw",
+        "-o",
+        "out.raw",
     ]));
     assert_exit(&out, 0);
-    assert_eq!(contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments, all[3..]);
+    assert_eq!(
+        contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments,
+        all[3..]
+    );
     let sel = w.selectors();
     assert_eq!(sel[0]["StartSelectorType"], "CONTINUATION_TOKEN");
     assert_eq!(sel[1]["StartSelectorType"], "SERVER_TIMESTAMP");
@@ -446,7 +479,18 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     let fragments = stream.fragments.clone();
     let all = numbers(&fragments);
     let w = World::new(vec![stream]);
-    let args = ["--stream-name", "cam", "--start", "earliest", "--state-file", "s.json", "--segment", "1h", "-o", "seg-{fragment}.mkv"];
+    let args = [
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--state-file",
+        "s.json",
+        "--segment",
+        "1h",
+        "-o",
+        "seg-{fragment}.mkv",
+    ];
     let (mut child, mut err) = spawn_json(&w, &args);
     wait_fragments(&mut err, 4);
     signal(&child, "-KILL");
@@ -454,8 +498,13 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     let first = w.path(&format!("seg-{}.mkv", all[0]));
     assert!(!first.exists(), "killed: nothing finished");
     assert!(w.path(&format!("seg-{}.mkv.part", all[0])).exists());
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
-    let recorded = all.iter().position(|n| *n == state["last"]["fragment_number"]).unwrap() + 1;
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
+    let recorded = all
+        .iter()
+        .position(|n| *n == state["last"]["fragment_number"])
+        .unwrap()
+        + 1;
     assert!(recorded >= 3, "{state}");
 
     let out = run(w.kvs_dl().args(args).args(["--max-fragments", "3"]));
@@ -464,11 +513,25 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     let next = w.path(&format!("seg-{}.mkv", all[recorded]));
     for (path, range) in [(first, 0..recorded), (next, recorded..recorded + 3)] {
         let data = std::fs::read(&path).unwrap();
-        let served: Vec<Vec<u8>> = fragments[range.clone()].iter().flat_map(|f| contents(&f.chunk(0)).blocks).collect();
-        assert_eq!(contents(&data).blocks, served, "{}: exactly its fragments", path.display());
+        let served: Vec<Vec<u8>> = fragments[range.clone()]
+            .iter()
+            .flat_map(|f| contents(&f.chunk(0)).blocks)
+            .collect();
+        assert_eq!(
+            contents(&data).blocks,
+            served,
+            "{}: exactly its fragments",
+            path.display()
+        );
         if let Some(v) = verdict(&path, true, false) {
-            assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], all[range.start].as_str());
-            assert_eq!(v.tags["KVS_LAST_FRAGMENT_NUMBER"], all[range.end - 1].as_str());
+            assert_eq!(
+                v.tags["KVS_FIRST_FRAGMENT_NUMBER"],
+                all[range.start].as_str()
+            );
+            assert_eq!(
+                v.tags["KVS_LAST_FRAGMENT_NUMBER"],
+                all[range.end - 1].as_str()
+            );
         }
     }
 }

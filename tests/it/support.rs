@@ -210,16 +210,35 @@ pub fn verdict(path: &Path, seekable: bool, decodable: bool) -> Option<Verdict> 
     let p = path.to_str().unwrap();
     let (rc, out, err) = tool(
         "ffprobe",
-        &["-v", "error", "-count_packets", "-show_entries", "format=duration,start_time:format_tags:stream=nb_read_packets,codec_type", "-of", "json", p],
+        &[
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "format=duration,start_time:format_tags:stream=nb_read_packets,codec_type",
+            "-of",
+            "json",
+            p,
+        ],
     );
     assert_eq!(rc, 0, "ffprobe {p}: {err}");
     let probe: serde_json::Value = serde_json::from_str(&out).unwrap();
     let streams = probe["streams"].as_array().unwrap();
     let packets = streams
         .iter()
-        .map(|s| s["nb_read_packets"].as_str().unwrap().parse::<u64>().unwrap())
+        .map(|s| {
+            s["nb_read_packets"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
         .sum();
-    let number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let number = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     let duration = number(&probe["format"]["duration"]);
     let start_time = number(&probe["format"]["start_time"]);
 
@@ -228,14 +247,21 @@ pub fn verdict(path: &Path, seekable: bool, decodable: bool) -> Option<Verdict> 
     let merge: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(merge["errors"], serde_json::json!([]), "{p}");
     assert_eq!(merge["warnings"], serde_json::json!([]), "{p}");
-    assert_eq!(merge["tracks"].as_array().unwrap().len(), streams.len(), "{p}: mkvmerge sees every track");
+    assert_eq!(
+        merge["tracks"].as_array().unwrap().len(),
+        streams.len(),
+        "{p}: mkvmerge sees every track"
+    );
 
     let data = std::fs::read(path).unwrap();
     assert_eq!(contents(&data).ebml_headers, 1, "{p}: one EBML header");
     let level1 = segment_children(&data);
     if seekable {
         assert!(level1.contains(&mkv::ebml::id::CUES), "{p}: Cues present");
-        assert!(level1.contains(&mkv::ebml::id::SEEK_HEAD), "{p}: SeekHead present");
+        assert!(
+            level1.contains(&mkv::ebml::id::SEEK_HEAD),
+            "{p}: SeekHead present"
+        );
     }
     assert!(level1.contains(&mkv::ebml::id::TAGS), "{p}: Tags present");
 
@@ -243,11 +269,29 @@ pub fn verdict(path: &Path, seekable: bool, decodable: bool) -> Option<Verdict> 
         let middle = format!("{:.3}", duration / 2.0);
         let (rc, out, err) = tool(
             "ffmpeg",
-            &["-v", "error", "-ss", &middle, "-i", p, "-map", "0:v:0", "-frames:v", "1", "-f", "framemd5", "-"],
+            &[
+                "-v",
+                "error",
+                "-ss",
+                &middle,
+                "-i",
+                p,
+                "-map",
+                "0:v:0",
+                "-frames:v",
+                "1",
+                "-f",
+                "framemd5",
+                "-",
+            ],
         );
         assert_eq!(rc, 0, "{p}: {err}");
         assert!(err.is_empty(), "{p}: ffmpeg seeking to {middle}: {err}");
-        assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 1, "{p}: a frame decoded at {middle} s");
+        assert_eq!(
+            out.lines().filter(|l| !l.starts_with('#')).count(),
+            1,
+            "{p}: a frame decoded at {middle} s"
+        );
     }
     Some(Verdict {
         packets,
@@ -273,7 +317,11 @@ pub fn segment_children(data: &[u8]) -> Vec<u32> {
     let mut pos = at + seg.len;
     let end = match seg.size {
         Some(size) => {
-            assert_eq!(pos + size as usize, data.len(), "the Segment ends where the file does");
+            assert_eq!(
+                pos + size as usize,
+                data.len(),
+                "the Segment ends where the file does"
+            );
             data.len()
         }
         None => data.len(),
@@ -305,24 +353,63 @@ pub fn generated(name: &str) -> Option<Vec<u8>> {
         let video = |size: &str| format!("testsrc2=duration=10:size={size}:rate=25");
         let args: Vec<String> = match name {
             "h264-aac.mkv" => vec![
-                "-f", "lavfi", "-i", &video("320x240"), "-f", "lavfi", "-i", "sine=frequency=440:duration=10",
-                "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
-                "-c:a", "aac", "-shortest",
+                "-f",
+                "lavfi",
+                "-i",
+                &video("320x240"),
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-bf",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-shortest",
             ]
             .into_iter()
             .map(String::from)
             .collect(),
             "h264-640.mkv" => vec![
-                "-f", "lavfi", "-i", &video("640x480"),
-                "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
+                "-f",
+                "lavfi",
+                "-i",
+                &video("640x480"),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-bf",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
             ]
             .into_iter()
             .map(String::from)
             .collect(),
             "h265.mkv" => vec![
-                "-f", "lavfi", "-i", &video("320x240"),
-                "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=25:min-keyint=25:no-open-gop=1:bframes=0:log-level=error",
-                "-pix_fmt", "yuv420p",
+                "-f",
+                "lavfi",
+                "-i",
+                &video("320x240"),
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "keyint=25:min-keyint=25:no-open-gop=1:bframes=0:log-level=error",
+                "-pix_fmt",
+                "yuv420p",
             ]
             .into_iter()
             .map(String::from)
@@ -335,7 +422,42 @@ pub fn generated(name: &str) -> Option<Vec<u8>> {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "ffmpeg {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ffmpeg {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Some(std::fs::read(path).unwrap())
+}
+
+/// `cmd` (its program, arguments, environment and directory) run by util-linux `script` on a
+/// pseudo-terminal 200 columns wide, as a person at a terminal would run it: stdin, stdout and
+/// stderr are the terminal, and everything it draws is the transcript on script's stdout.
+pub fn in_terminal(cmd: &Command) -> Command {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().unwrap().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect();
+    let mut script = Command::new("script");
+    script
+        .args([
+            "-qfec",
+            &format!("stty cols 200 rows 50; exec {}", line.join(" ")),
+        ])
+        .arg("/dev/null")
+        .env_clear()
+        .env("TERM", "xterm")
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            script.env(key, value);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    script
 }

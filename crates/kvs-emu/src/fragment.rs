@@ -3,7 +3,6 @@
 //! plain Matroska file ([`crate::from_mkv`]) or a generator ([`crate::synthetic`]); the last two
 //! share the chunk layout built here.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use bytes::Bytes;
@@ -165,12 +164,7 @@ impl Ingest {
     }
 }
 
-/// Orders fragment numbers as the unbounded decimal integers they are.
-pub fn cmp_fragment_numbers(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
+pub use mkv::cmp_fragment_numbers;
 
 /// The parts every chunk of one built stream shares: the EBML header, Info and Tracks that KVS
 /// repeats at the start of each chunk.
@@ -351,6 +345,8 @@ impl From<mkv::ParseError> for SourceError {
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Ordering;
+
     use super::*;
 
     #[test]

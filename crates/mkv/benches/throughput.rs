@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mkv::ebml::{self, id};
-use mkv::{Event, Muxer, Options, Parser};
+use mkv::{Muxer, Options, Parser};
 
 /// How much body each measurement reads, at least.
 const VOLUME: usize = 1 << 30;
@@ -19,8 +19,13 @@ const PUSH: usize = 64 * 1024;
 
 fn main() {
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/kvs-getmedia");
-    for name in ["output_get_media.mkv", "kinesis_video_renderer_example_output.mkv", "test_mixed_tags.mkv"] {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/kvs-getmedia");
+    for name in [
+        "output_get_media.mkv",
+        "kinesis_video_renderer_example_output.mkv",
+        "test_mixed_tags.mkv",
+    ] {
         if let Ok(data) = std::fs::read(dir.join(name)) {
             inputs.push((name.into(), data));
         }
@@ -33,7 +38,11 @@ fn main() {
         let repeat = VOLUME.div_ceil(body.len()).max(1);
         let parse = measure(body, repeat, false);
         let both = measure(body, repeat, true);
-        println!("{name:<44} {:>9.2} GB/s {:>13.2} GB/s", rate(body.len() * repeat, parse), rate(body.len() * repeat, both));
+        println!(
+            "{name:<44} {:>9.2} GB/s {:>13.2} GB/s",
+            rate(body.len() * repeat, parse),
+            rate(body.len() * repeat, both)
+        );
     }
 }
 
@@ -92,7 +101,11 @@ fn generated(frames: usize, frame_bytes: usize) -> Vec<u8> {
         ebml::write_element(&mut out, id::TRACKS, &tracks);
         let number = format!("{:047}", 91_343_852_333_181_432u64 + k);
         let ts = format!("{}.000", 1_700_000_000 + 2 * k);
-        out.extend(tags(&[("AWS_KINESISVIDEO_FRAGMENT_NUMBER", &number), ("AWS_KINESISVIDEO_SERVER_TIMESTAMP", &ts), ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP", &ts)]));
+        out.extend(tags(&[
+            ("AWS_KINESISVIDEO_FRAGMENT_NUMBER", &number),
+            ("AWS_KINESISVIDEO_SERVER_TIMESTAMP", &ts),
+            ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP", &ts),
+        ]));
         let mut cluster = Vec::new();
         ebml::write_uint(&mut cluster, id::TIMESTAMP, 2000 * k);
         for f in 0..frames {
@@ -103,7 +116,10 @@ fn generated(frames: usize, frame_bytes: usize) -> Vec<u8> {
             ebml::write_element(&mut cluster, id::SIMPLE_BLOCK, &block);
         }
         ebml::write_element(&mut out, id::CLUSTER, &cluster);
-        out.extend(tags(&[("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW", "0"), ("AWS_KINESISVIDEO_CONTINUATION_TOKEN", &number)]));
+        out.extend(tags(&[
+            ("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW", "0"),
+            ("AWS_KINESISVIDEO_CONTINUATION_TOKEN", &number),
+        ]));
     }
     out
 }

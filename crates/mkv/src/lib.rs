@@ -10,5 +10,6 @@ pub mod writer;
 
 pub use parser::{
     Block, BlockKind, Event, Finish, Fragment, Millis, ParseError, Parser, ServiceError,
+    cmp_fragment_numbers,
 };
 pub use writer::{Muxer, Options, Patch, Recovery, RecoveryError, Refusal};

@@ -166,6 +166,15 @@ impl Chunk {
     fn is_fragment(&self) -> bool {
         self.has_number && self.has_server
     }
+
+    /// The fragment's tags; a producer timestamp that did not come is the server's.
+    fn fragment(&self) -> Fragment {
+        let mut f = self.fragment.clone();
+        if !self.has_producer {
+            f.producer_ms = f.server_ms;
+        }
+        f
+    }
 }
 
 /// The incremental GetMedia body reader. See the module docs.
@@ -220,15 +229,6 @@ impl Parser {
     /// this is the offset just past the bytes that event covers.
     pub fn position(&self) -> u64 {
         self.base + self.pos as u64
-    }
-
-    /// Drops all state, for a new body (a reconnect): a partial fragment is forgotten.
-    pub fn reset(&mut self) {
-        *self = Parser {
-            buf: std::mem::take(&mut self.buf),
-            ..Parser::new()
-        };
-        self.buf.clear();
     }
 
     /// The next event, or `Ok(None)` when more bytes are needed. After an error the parser stays
@@ -394,7 +394,7 @@ impl Parser {
                     if self.chunk.is_fragment() && !self.chunk.started {
                         self.chunk.started = true;
                         return Ok(Some(Produced::Owned(Event::FragmentStart(
-                            self.chunk.fragment.clone(),
+                            self.chunk.fragment(),
                         ))));
                     }
                 }
@@ -461,7 +461,7 @@ impl Parser {
         }
         let chunk = std::mem::take(&mut self.chunk);
         if chunk.is_fragment() && !chunk.done {
-            let fragment = chunk.fragment;
+            let fragment = chunk.fragment();
             if chunk.started {
                 return Some(Event::FragmentEnd(fragment));
             }
@@ -516,6 +516,9 @@ impl Parser {
         let data = &self.buf[self.pos + h.len..];
         let data = &data[..data.len().min(size as usize)];
         let complete = data.len() as u64 == size;
+        // A BlockGroup's Block may follow other children: look that far ahead, within limits.
+        let data = &data[..data.len().min(MAX_BUFFERED as usize)];
+        let complete = complete || data.len() as u64 == MAX_BUFFERED;
         let peeked = match h.id {
             id::SIMPLE_BLOCK => block_header(data),
             _ => group_block_header(data),
@@ -611,7 +614,7 @@ impl Parser {
         }
         if post && chunk.is_fragment() {
             chunk.done = true;
-            let fragment = chunk.fragment.clone();
+            let fragment = chunk.fragment();
             if chunk.started {
                 return Ok(Some(Produced::Owned(Event::FragmentEnd(fragment))));
             }
@@ -727,6 +730,14 @@ fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(data)
         .trim_end_matches('\0')
         .to_owned()
+}
+
+/// Orders fragment numbers (and continuation tokens, which are fragment numbers) as the decimal
+/// integers of any length they are: by value, not as text, and without overflowing.
+pub fn cmp_fragment_numbers(a: &str, b: &str) -> std::cmp::Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Parses KVS's decimal epoch seconds (`1511852109.126`) into milliseconds, exactly, rounding

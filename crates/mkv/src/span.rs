@@ -41,7 +41,10 @@ impl Span {
     /// A cluster starts at this (source) timestamp.
     pub fn cluster(&mut self, timecode: u64) {
         let first = *self.first_cluster.get_or_insert(timecode);
-        self.cluster = timecode as i64 - first as i64;
+        // Timestamps come from the producer: never trust them not to overflow.
+        self.cluster = (i128::from(timecode) - i128::from(first))
+            .clamp(i128::from(i64::MIN / 2), i128::from(i64::MAX / 2))
+            as i64;
     }
 
     /// Ticks from the fragment's first cluster to the current one.
@@ -52,7 +55,7 @@ impl Span {
     /// A block of `track` at `timecode` ticks from its cluster. Returns its time from the
     /// fragment's first cluster.
     pub fn block(&mut self, track: u64, timecode: i16) -> i64 {
-        let at = self.cluster + i64::from(timecode);
+        let at = self.cluster.saturating_add(i64::from(timecode));
         match self.tracks.iter_mut().find(|t| t.number == track) {
             Some(t) => {
                 t.first = t.first.min(at);
@@ -82,18 +85,13 @@ impl Span {
                 let frame = match (t.blocks, t.default_ticks) {
                     (1, Some(d)) | (0, Some(d)) => d,
                     (1, None) | (0, None) => 0,
-                    (n, _) => (t.last - t.first) / (n as i64 - 1),
+                    (n, _) => t.last.saturating_sub(t.first) / (n as i64 - 1),
                 };
-                t.last + frame
+                t.last.saturating_add(frame)
             })
             .max()
             .unwrap_or(0)
             .max(0)
-    }
-
-    /// Whether any block was seen.
-    pub fn is_empty(&self) -> bool {
-        self.tracks.is_empty()
     }
 }
 

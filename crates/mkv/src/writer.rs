@@ -7,7 +7,7 @@
 //! keyframe; Tags naming the stream and the first and last fragments. Clusters pass through:
 //! only the cue list grows, a few bytes per fragment.
 //!
-//! Bytes come out through [`Muxer::output`]. Some values are only known later (cluster sizes,
+//! Bytes come out through [`Muxer::drain`]. Some values are only known later (cluster sizes,
 //! the Segment size, the Duration, where Cues and Tags landed); a seekable output gets them as
 //! [`Patch`]es to apply at earlier offsets. A streaming output (`seekable: false`) gets
 //! unknown-size elements instead and never needs to seek.
@@ -280,7 +280,7 @@ impl Muxer {
             return;
         };
         cur.span.cluster(source_timecode);
-        let ticks = cur.start_ticks + cur.span.cluster_offset();
+        let ticks = cur.start_ticks.saturating_add(cur.span.cluster_offset());
         cur.cued = false;
         ebml::write_id(&mut self.out, id::CLUSTER);
         if seekable {
@@ -298,9 +298,12 @@ impl Muxer {
         let Some(cur) = self.current.as_mut() else {
             return;
         };
-        let at = cur.start_ticks + cur.span.block(block.track, block.timecode);
+        let at = cur
+            .start_ticks
+            .saturating_add(cur.span.block(block.track, block.timecode));
         cur.last_block_ticks = Some(cur.last_block_ticks.map_or(at, |l| l.max(at)));
-        if !cur.cued && block.track == self.primary {
+        // Cues only where they will be written: a pipe's list would grow for ever, unused.
+        if !cur.cued && block.track == self.primary && self.opts.seekable {
             cur.cued = true;
             if let (true, Some((cluster_at, _)), Some(layout)) =
                 (block.keyframe, cur.cluster, self.layout)
@@ -336,7 +339,9 @@ impl Muxer {
         self.close_cluster();
         let cur = self.current.take()?;
         let c = &mut self.committed;
-        c.end_ticks = c.end_ticks.max(cur.start_ticks + cur.span.length());
+        c.end_ticks = c
+            .end_ticks
+            .max(cur.start_ticks.saturating_add(cur.span.length()));
         if let Some(l) = cur.last_block_ticks {
             c.last_block_ticks = Some(c.last_block_ticks.map_or(l, |p| p.max(l)));
         }
