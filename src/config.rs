@@ -767,19 +767,8 @@ fn resolve_output(
                 "segments are written as Matroska files; drop --format raw",
             ));
         }
-        if let Target::File(template) = &target {
-            let t = template.to_string_lossy();
-            let varies = ["%Y", "%m", "%d", "%H", "%M", "%S", "{fragment}"]
-                .iter()
-                .any(|field| t.contains(field));
-            if !varies {
-                return Err(usage(
-                    format!(
-                        "-o '{t}' gives every segment the same name; with --segment it is a template"
-                    ),
-                    "add time fields or {fragment}, e.g. -o 'cam1-%Y%m%dT%H%M%SZ.mkv'",
-                ));
-            }
+        if let (Target::File(template), Some(every)) = (&target, segment) {
+            check_template(&template.to_string_lossy(), every)?;
         }
     }
 
@@ -789,6 +778,55 @@ fn resolve_output(
         force,
         segment,
     })
+}
+
+/// A `--segment` template must expand (strftime fields jiff knows) and give each segment its
+/// own name: `{fragment}`, or a time field at least as fine as the segment length.
+fn check_template(t: &str, every: Duration) -> Result<(), Error> {
+    let named = t.replace("{stream}", "s").replace("{fragment}", "1");
+    if let Err(e) = jiff::fmt::strtime::format(&named, jiff::Timestamp::UNIX_EPOCH) {
+        return Err(usage(
+            format!("-o '{t}' is not a valid file name template: {e}"),
+            "use %Y %m %d %H %M %S, {stream} and {fragment}",
+        ));
+    }
+    const FIELDS: [(&str, u64); 9] = [
+        ("%S", 1),
+        ("%s", 1),
+        ("%T", 1),
+        ("%M", 60),
+        ("%R", 60),
+        ("%H", 3600),
+        ("%d", 86_400),
+        ("%j", 86_400),
+        ("%F", 86_400),
+    ];
+    let finest = FIELDS
+        .iter()
+        .filter(|(field, _)| t.contains(field))
+        .map(|(_, seconds)| *seconds)
+        .min();
+    let unique = t.contains("{fragment}") || finest.is_some_and(|s| s <= every.as_secs().max(1));
+    if !unique {
+        return Err(usage(
+            format!(
+                "-o '{t}' would give several {}-long segments the same name",
+                humanize(every)
+            ),
+            "add {fragment} or finer time fields, e.g. -o 'cam1-%Y%m%dT%H%M%SZ.mkv'",
+        ));
+    }
+    Ok(())
+}
+
+/// `1h`, `10m`, `90s`, for messages.
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -1524,6 +1562,17 @@ mod tests {
             msg.contains("--segment") && msg.contains("--format raw"),
             "{msg}"
         );
+        // A name that cannot tell 10-minute segments apart, or that does not expand.
+        let with = |o: &str, every: &str| {
+            let args = ["--stream-name", "cam1", "-o", o, "--segment", every];
+            Config::resolve(cli(&args), &Env::default(), now(), false)
+        };
+        let coarse = usage_err(with("cam-%Y%m%dT%H.mkv", "10m"));
+        assert!(coarse.contains("same name"), "{coarse}");
+        let bad = usage_err(with("cam-%S-%", "10m"));
+        assert!(bad.contains("not a valid file name template"), "{bad}");
+        assert!(with("cam-%Y%m%dT%H.mkv", "1h").is_ok());
+        assert!(with("cam-{fragment}.mkv", "10m").is_ok());
         // A fixed name would make every segment collide.
         let msg = err(&["--segment", "10m"]);
         assert!(msg.contains("same name"), "{msg}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mkv::{Event, Fragment, Muxer, Refusal};
 
-use std::io::Read as _;
+use std::io::Read;
 
 use crate::progress::FileReport;
 use crate::sink::{FileSink, Sink};
@@ -97,6 +97,19 @@ impl RawWriter {
             state: RawState::Holding,
             report: FileReport::default(),
             first: None,
+        }
+    }
+
+    /// Goes on writing the file a killed run left, which holds `fragments` from `first`.
+    pub fn resumed(sink: Box<dyn Sink>, first: Fragment, fragments: u64) -> Self {
+        RawWriter {
+            report: FileReport {
+                fragments,
+                first_fragment: Some(first.number.clone()),
+                ..FileReport::default()
+            },
+            first: Some(first),
+            ..RawWriter::new(sink)
         }
     }
 }
@@ -204,14 +217,16 @@ impl Writer for RawWriter {
     }
 }
 
+/// Expands a `--segment` template for a segment's first fragment.
+pub type Namer = Box<dyn Fn(&str, &Fragment) -> io::Result<PathBuf>>;
+
 /// `--segment`: a new file every `every` of media (and at track changes), named from a
 /// template.
 pub struct Segments {
     pub template: String,
     pub every: Duration,
     pub force: bool,
-    /// Expands the template for a segment's first fragment.
-    pub name: Box<dyn Fn(&str, &Fragment) -> io::Result<PathBuf>>,
+    pub name: Namer,
 }
 
 /// `--format mkv`: the fragments remuxed into clean Matroska files.
@@ -222,17 +237,26 @@ pub struct MkvWriter {
     sink: Option<Box<dyn Sink>>,
     closed: Vec<FileReport>,
     closed_bytes: u64,
+    /// Every file this run has written, so that a template that repeats a name (too coarse a
+    /// time field) fails rather than replace a segment written minutes ago.
+    produced: Vec<PathBuf>,
 }
 
 impl MkvWriter {
     /// One file (or stdout) for the whole run.
     pub fn single(sink: Box<dyn Sink>, options: mkv::Options) -> Self {
+        Self::resumed(sink, Muxer::new(options))
+    }
+
+    /// Goes on writing the file a killed run left: `muxer` was recovered from its `.part`.
+    pub fn resumed(sink: Box<dyn Sink>, muxer: Muxer) -> Self {
         MkvWriter {
-            muxer: Muxer::new(options),
+            muxer,
             segments: None,
             sink: Some(sink),
             closed: Vec::new(),
             closed_bytes: 0,
+            produced: Vec::new(),
         }
     }
 
@@ -244,6 +268,7 @@ impl MkvWriter {
             sink: None,
             closed: Vec::new(),
             closed_bytes: 0,
+            produced: Vec::new(),
         }
     }
 
@@ -312,13 +337,24 @@ impl Writer for MkvWriter {
             && self.muxer.duration_ms() >= segments.every.as_millis() as u64;
         if self.sink.is_none() || !fits || full {
             let path = (segments.name)(&segments.template, fragment)?;
-            let sink = FileSink::new(&path, segments.force)?;
+            let force = segments.force;
+            if self.produced.contains(&path) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "the --segment template gives {} again; put {{fragment}} or a finer time field (%H%M%S) in it",
+                        path.display()
+                    ),
+                ));
+            }
+            // The previous segment is renamed into place before the next one is checked.
             if let Some(report) = self.close()? {
                 self.closed_bytes += report.bytes;
                 self.closed.push(report);
             }
+            self.sink = Some(Box::new(FileSink::new(&path, force)?));
+            self.produced.push(path);
             self.muxer = self.muxer.next_file();
-            self.sink = Some(Box::new(sink));
         }
         Ok(Accept::Yes)
     }
@@ -386,11 +422,9 @@ pub fn finish_leftover(
     last: &Fragment,
     options: mkv::Options,
 ) -> io::Result<Option<FileReport>> {
-    let part = crate::sink::part_path(&file.path);
-    if !part.exists() {
+    let Some(mut sink) = leftover(file)? else {
         return Ok(None);
-    }
-    let mut sink: Box<dyn Sink> = Box::new(FileSink::resume(&file.path, file.bytes)?);
+    };
     let first = file.first.to_fragment();
     let mut report = FileReport {
         fragments: file.fragments,
@@ -399,19 +433,7 @@ pub fn finish_leftover(
         ..FileReport::default()
     };
     if file.format == SavedFormat::Mkv {
-        let mut recovery = mkv::Recovery::new(options);
-        let mut reader = io::BufReader::new(std::fs::File::open(&part)?).take(file.bytes);
-        let mut buf = vec![0; 1 << 20];
-        loop {
-            let n = io::Read::read(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            recovery.push(&buf[..n]).map_err(invalid)?;
-        }
-        let mut muxer = recovery
-            .finish(file.bytes, first, last.clone(), file.fragments)
-            .map_err(invalid)?;
+        let mut muxer = recover(file, last, options)?;
         muxer.finish();
         report.media_duration_ms = muxer.duration_ms();
         muxer.drain(|bytes, patches| {
@@ -426,6 +448,57 @@ pub fn finish_leftover(
     report.bytes = sink.committed();
     report.path = sink.finish()?;
     Ok(Some(report))
+}
+
+/// Goes on with the file a killed run left as `.part`, after the fragments the state file
+/// recorded, when this run writes the same file. `Ok(None)` when there is no `.part`.
+pub fn continue_leftover(
+    file: &InProgress,
+    last: &Fragment,
+    options: mkv::Options,
+) -> io::Result<Option<Box<dyn Writer>>> {
+    let Some(sink) = leftover(file)? else {
+        return Ok(None);
+    };
+    Ok(Some(match file.format {
+        SavedFormat::Raw => Box::new(RawWriter::resumed(
+            sink,
+            file.first.to_fragment(),
+            file.fragments,
+        )),
+        SavedFormat::Mkv => Box::new(MkvWriter::resumed(sink, recover(file, last, options)?)),
+    }))
+}
+
+/// The `.part` of an unfinished file, cut back to the bytes the state file recorded.
+fn leftover(file: &InProgress) -> io::Result<Option<Box<dyn Sink>>> {
+    if !crate::sink::part_path(&file.path).exists() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(FileSink::resume(&file.path, file.bytes)?)))
+}
+
+/// The writer's state, rebuilt from the whole fragments of an unfinished Matroska file.
+fn recover(file: &InProgress, last: &Fragment, options: mkv::Options) -> io::Result<Muxer> {
+    let part = crate::sink::part_path(&file.path);
+    let mut recovery = mkv::Recovery::new(options);
+    let mut reader = io::BufReader::new(std::fs::File::open(&part)?).take(file.bytes);
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        recovery.push(&buf[..n]).map_err(invalid)?;
+    }
+    recovery
+        .finish(
+            file.bytes,
+            file.first.to_fragment(),
+            last.clone(),
+            file.fragments,
+        )
+        .map_err(invalid)
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {

@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use mkv::Fragment;
 
 use crate::config::{Clock, Config, Env, Format, ProgressMode, StreamId, Target};
+use crate::download::Stopped;
 use crate::download::{Download, Pacing, Signal};
 use crate::error::Error;
-use crate::output::{MkvWriter, RawWriter, Segments, Writer, finish_leftover};
-use crate::progress::{self, FileNamer, FileReport, Report};
+use crate::output::{MkvWriter, RawWriter, Segments, Writer, continue_leftover, finish_leftover};
+use crate::progress::{self, FileNamer, FileReport, Report, Reporter, Summary};
 use crate::sink::{FileSink, Sink, StdoutSink};
 use crate::state::{self, State};
 
@@ -66,56 +67,9 @@ fn print_tool(tool: Tool) -> Result<(), Error> {
 }
 
 async fn download(cfg: &Config) -> Result<u8, Error> {
-    let options = muxer_options(cfg);
-    let saved = match &cfg.state_file {
-        Some(path) => resume(cfg, path, &options)?,
-        None => Resume::default(),
-    };
-    let mut writer = writer(cfg, options)?;
     let mut reporter = progress::reporter(cfg.progress, cfg.verbose > 0, file_namer(cfg));
-    let mut source = Kvs::connect(cfg).await?;
-    let mut download = Download::new(
-        cfg,
-        &mut source,
-        writer.as_mut(),
-        reporter.as_mut(),
-        signals(),
-        Pacing::from_env(),
-    );
-    if let Some(last) = saved.last {
-        download = download.resume_after(last);
-    }
-    let result = download.run().await;
-    let last = download.last().cloned();
-    let mut summary = download.summary();
-    drop(download);
-    // Whatever ended the run, what was committed is whole fragments: make it final.
-    let mut files: Vec<FileReport> = saved.recovered.into_iter().collect();
-    files.extend(writer.take_closed());
-    let finished = writer
-        .finish()
-        .map_err(|e| Error::io("finishing the output", e));
-    let saved_state = match (&cfg.state_file, &last, &finished) {
-        (Some(path), Some(last), Ok(_)) => state::save(path, &State::after(cfg, last, None))
-            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e)),
-        _ => Ok(()),
-    };
-    let outcome = match (result, finished, saved_state) {
-        (Ok(stopped), Ok(last_file), Ok(())) => {
-            files.extend(last_file);
-            Ok(stopped)
-        }
-        (Err(e), Ok(last_file), _) => {
-            files.extend(last_file);
-            Err(e)
-        }
-        (Err(e), Err(_), _) | (Ok(_), Err(e), _) | (Ok(_), Ok(_), Err(e)) => Err(e),
-    };
-    for file in files {
-        summary.files += 1;
-        summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
-        reporter.report(&Report::File(file));
-    }
+    let mut summary = Summary::default();
+    let outcome = transfer(cfg, reporter.as_mut(), &mut summary).await;
     (summary.exit_code, summary.reason) = match &outcome {
         Ok(stopped) => (stopped.exit_code(), stopped.describe()),
         Err(e) if e.is_broken_pipe() => (0, "the reader of standard output went away".into()),
@@ -125,23 +79,88 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
     outcome.map(|stopped| stopped.exit_code())
 }
 
-/// What a state file says about where to go on.
-#[derive(Default)]
-struct Resume {
-    /// The last fragment written by an earlier run.
-    last: Option<Fragment>,
-    /// The file a killed run left unfinished, now finished.
-    recovered: Option<FileReport>,
+/// Everything between the flags and the `done` event: finishing what a killed run left,
+/// connecting, downloading, finishing the output and saving the state. Files are reported as
+/// they are finished; the totals go into `summary`, also when an error ends the run.
+async fn transfer(
+    cfg: &Config,
+    reporter: &mut dyn Reporter,
+    summary: &mut Summary,
+) -> Result<Stopped, Error> {
+    let mut files = Vec::new();
+    let (mut writer, resume_after) = prepare(cfg, &mut files)?;
+    report_files(reporter, summary, &mut files);
+    let mut source = Kvs::connect(cfg).await?;
+    let mut download = Download::new(
+        cfg,
+        &mut source,
+        writer.as_mut(),
+        reporter,
+        signals(),
+        Pacing::from_env(),
+    );
+    if let Some(last) = resume_after {
+        download = download.resume_after(last);
+    }
+    let result = download.run().await;
+    let last = download.last().cloned();
+    let totals = download.summary();
+    drop(download);
+    *summary = Summary {
+        files: summary.files,
+        non_monotonic_timestamps: summary.non_monotonic_timestamps,
+        ..totals
+    };
+    // Whatever ended the run, what was committed is whole fragments: make it final.
+    files.extend(writer.take_closed());
+    let finished = writer
+        .finish()
+        .map_err(|e| Error::io("finishing the output", e));
+    if let Ok(Some(file)) = &finished {
+        files.push(file.clone());
+    }
+    report_files(reporter, summary, &mut files);
+    let saved_state = match (&cfg.state_file, &last, &finished) {
+        (Some(path), Some(last), Ok(_)) => save_state(path, &State::after(cfg, last, None)),
+        _ => Ok(()),
+    };
+    // The run's own error first; then a failure to make its output final.
+    let stopped = result?;
+    finished?;
+    saved_state?;
+    Ok(stopped)
 }
 
-/// Reads the state file; finishes the file a killed run left behind.
-fn resume(cfg: &Config, path: &Path, options: &mkv::Options) -> Result<Resume, Error> {
+fn report_files(reporter: &mut dyn Reporter, summary: &mut Summary, files: &mut Vec<FileReport>) {
+    for file in files.drain(..) {
+        summary.files += 1;
+        summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
+        reporter.report(&Report::File(file));
+    }
+}
+
+fn save_state(path: &Path, state: &State) -> Result<(), Error> {
+    state::save(path, state)
+        .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
+}
+
+/// The writer for this run, and the fragment to continue after (from the state file). A file
+/// a killed run left as `.part` is finished first (into `files`), or, when this run writes that
+/// same file, continued.
+fn prepare(
+    cfg: &Config,
+    files: &mut Vec<FileReport>,
+) -> Result<(Box<dyn Writer>, Option<Fragment>), Error> {
+    let options = muxer_options(cfg);
+    let Some(path) = &cfg.state_file else {
+        return Ok((writer(cfg, options)?, None));
+    };
     let Some(state) = state::load(path)
         .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))?
     else {
-        return Ok(Resume::default());
+        return Ok((writer(cfg, options)?, None));
     };
-    if state.stream != cfg.stream.display() {
+    if stream_name_of(&state.stream) != stream_name(&cfg.stream) {
         return Err(Error::usage(
             format!(
                 "--state-file {} belongs to stream {}, not {}",
@@ -153,24 +172,41 @@ fn resume(cfg: &Config, path: &Path, options: &mkv::Options) -> Result<Resume, E
         ));
     }
     let last = state.last.to_fragment();
-    let mut recovered = None;
-    if let Some(file) = &state.file {
-        recovered = finish_leftover(file, &last, options.clone()).map_err(|e| {
-            Error::io(
-                format!(
-                    "finishing {} left by an earlier run",
-                    crate::sink::part_path(&file.path).display()
-                ),
-                e,
-            )
-        })?;
-        state::save(path, &State::after(cfg, &last, None))
-            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))?;
-    }
-    Ok(Resume {
-        last: Some(last),
-        recovered,
-    })
+    let leftover_error = |file: &crate::state::InProgress, e| {
+        Error::io(
+            format!(
+                "finishing {} left by an earlier run",
+                crate::sink::part_path(&file.path).display()
+            ),
+            e,
+        )
+    };
+    let same_file = |file: &crate::state::InProgress| {
+        cfg.output.segment.is_none()
+            && matches!(&cfg.output.target, Target::File(p) if *p == file.path)
+            && file.format == cfg.output.format.into()
+    };
+    let writer = match &state.file {
+        Some(file) if same_file(file) => {
+            match continue_leftover(file, &last, options.clone())
+                .map_err(|e| leftover_error(file, e))?
+            {
+                Some(writer) => writer,
+                None => writer(cfg, options)?,
+            }
+        }
+        Some(file) => {
+            // The output is checked before anything is renamed into place.
+            let writer = writer(cfg, options.clone())?;
+            files.extend(
+                finish_leftover(file, &last, options).map_err(|e| leftover_error(file, e))?,
+            );
+            save_state(path, &State::after(cfg, &last, None))?;
+            writer
+        }
+        None => writer(cfg, options)?,
+    };
+    Ok((writer, Some(last)))
 }
 
 /// How `--format mkv` files are written and labelled.
@@ -221,9 +257,14 @@ fn writer(cfg: &Config, options: mkv::Options) -> Result<Box<dyn Writer>, Error>
 
 /// The stream's name, also when it was given as an ARN (`arn:...:stream/NAME/123`).
 fn stream_name(stream: &StreamId) -> &str {
-    match stream {
-        StreamId::Name(name) => name,
-        StreamId::Arn(arn) => arn.rsplit('/').nth(1).unwrap_or(arn),
+    stream_name_of(stream.display())
+}
+
+/// The same, for a name or an ARN as text (a state file says whichever was given).
+fn stream_name_of(stream: &str) -> &str {
+    match stream.strip_prefix("arn:") {
+        Some(_) => stream.rsplit('/').nth(1).unwrap_or(stream),
+        None => stream,
     }
 }
 

@@ -201,3 +201,25 @@ fn a_run_that_writes_nothing_leaves_nothing() {
     assert_exit(&out, 0);
     assert!(files(&w).is_empty(), "{:?}", files(&w));
 }
+
+#[test]
+fn json_events_end_with_done_and_the_exit_code_even_on_early_errors() {
+    let w = World::new(vec![archive("cam", 2)]);
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "nope",
+        "-o",
+        "out.mkv",
+        "--progress",
+        "json",
+    ]));
+    assert_exit(&out, 4);
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let done = events.last().expect("a done event");
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["exit_code"], 4);
+    assert_eq!(done["fragments"], 0);
+}

@@ -535,3 +535,55 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
         }
     }
 }
+
+#[test]
+fn after_kill_9_the_same_command_continues_the_same_file() {
+    let stream = live(100, 4.0);
+    let fragments = stream.fragments.clone();
+    let all = numbers(&fragments);
+    let w = World::new(vec![stream]);
+    let args = [
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--state-file",
+        "s.json",
+        "-o",
+        "out.mkv",
+    ];
+    let (mut child, mut err) = spawn_json(&w, &args);
+    wait_fragments(&mut err, 3);
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    assert!(!w.path("out.mkv").exists() && w.path("out.mkv.part").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
+    let recorded = all
+        .iter()
+        .position(|n| *n == state["last"]["fragment_number"])
+        .unwrap()
+        + 1;
+
+    let out = run(w.kvs_dl().args(args).args(["--max-fragments", "3"]));
+    assert_exit(&out, 0);
+    assert!(!w.path("out.mkv.part").exists());
+    let data = std::fs::read(w.path("out.mkv")).unwrap();
+    let served: Vec<Vec<u8>> = fragments[..recorded + 3]
+        .iter()
+        .flat_map(|f| contents(&f.chunk(0)).blocks)
+        .collect();
+    assert_eq!(
+        contents(&data).blocks,
+        served,
+        "the recorded fragments, then the next three, once each"
+    );
+    if let Some(v) = verdict(&w.path("out.mkv"), true, false) {
+        assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], all[0].as_str());
+        assert_eq!(
+            v.tags["KVS_LAST_FRAGMENT_NUMBER"],
+            all[recorded + 2].as_str()
+        );
+        assert_eq!(v.tags["KVS_FRAGMENTS"], (recorded + 3).to_string());
+    }
+}
