@@ -63,15 +63,9 @@ fn rfc3339(ms: i64) -> String {
 
 /// Downloads `args` from `stream` as raw and returns the fragment numbers written.
 fn fragments_written(w: &World, args: &[&str]) -> Vec<String> {
-    let out = run(w
-        .kvs_dl()
-        .args(args)
-        .args(["--format", "raw", "-o", "out.raw", "--force"]));
+    let (out, got) = fetch_raw(w, args);
     assert_exit(&out, 0);
-    match std::fs::read(w.path("out.raw")) {
-        Ok(data) => contents(&data).fragments,
-        Err(_) => Vec::new(),
-    }
+    got
 }
 
 #[test]
@@ -80,17 +74,7 @@ fn start_at_a_server_time_begins_with_the_fragment_containing_it() {
     let all = numbers(&stream.fragments);
     let inside_3 = stream.fragments[3].server_ms() + 500;
     let w = World::new(vec![stream]);
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            &rfc3339(inside_3),
-            "--end",
-            "now",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", &rfc3339(inside_3), "--end", "now"]);
     assert_eq!(got, all[3..]);
     let sel = &w.selectors()[0];
     assert_eq!(sel["StartSelectorType"], "SERVER_TIMESTAMP");
@@ -109,8 +93,6 @@ fn start_at_a_producer_time_uses_the_producer_clock() {
     let got = fragments_written(
         &w,
         &[
-            "--stream-name",
-            "cam",
             "--timestamp-type",
             "producer",
             "--start",
@@ -140,8 +122,6 @@ fn start_relative_to_now() {
     let got = fragments_written(
         &w,
         &[
-            "--stream-name",
-            "cam",
             "--timestamp-type",
             "producer",
             "--start",
@@ -159,17 +139,7 @@ fn start_at_a_fragment_number_includes_it() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let start = format!("fragment:{}", all[2]);
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            &start,
-            "--max-fragments",
-            "2",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", &start, "--max-fragments", "2"]);
     assert_eq!(got, all[2..4]);
     let sel = &w.selectors()[0];
     assert_eq!(sel["StartSelectorType"], "FRAGMENT_NUMBER");
@@ -182,10 +152,7 @@ fn start_after_a_continuation_token() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let start = format!("token:{}", all[2]);
-    let got = fragments_written(
-        &w,
-        &["--stream-name", "cam", "--start", &start, "--end", "now"],
-    );
+    let got = fragments_written(&w, &["--start", &start, "--end", "now"]);
     assert_eq!(got, all[3..]);
     assert_eq!(w.selectors()[0]["StartSelectorType"], "CONTINUATION_TOKEN");
 }
@@ -202,17 +169,7 @@ fn start_now_on_a_live_stream_takes_only_new_fragments() {
         }),
         ..Stream::archive("cam", fragments)
     }]);
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "now",
-            "--max-fragments",
-            "3",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "now", "--max-fragments", "3"]);
     assert_eq!(got.len(), 3);
     let first = all.iter().position(|n| *n == got[0]).unwrap();
     assert!(
@@ -229,30 +186,10 @@ fn end_keeps_fragments_before_it_and_stops_at_the_first_after() {
     let all = numbers(&stream.fragments);
     let at_4 = stream.fragments[4].server_ms();
     let w = World::new(vec![stream]);
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--end",
-            &rfc3339(at_4),
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--end", &rfc3339(at_4)]);
     assert_eq!(got, all[..4]);
     // A fragment that starts before --end is kept even when it runs past it.
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--end",
-            &rfc3339(at_4 + 1),
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--end", &rfc3339(at_4 + 1)]);
     assert_eq!(got, all[..5]);
 }
 
@@ -262,10 +199,7 @@ fn end_at_a_fragment_number_excludes_it() {
     let all = numbers(&stream.fragments);
     let w = World::new(vec![stream]);
     let end = format!("fragment:{}", all[3]);
-    let got = fragments_written(
-        &w,
-        &["--stream-name", "cam", "--start", "earliest", "--end", &end],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--end", &end]);
     assert_eq!(got, all[..3]);
 }
 
@@ -298,78 +232,29 @@ fn end_now_stops_once_caught_up_with_the_live_edge() {
 fn duration_stops_once_the_media_spans_it() {
     let w = World::new(vec![archive("cam", 8)]);
     // 2 s fragments: 5 s of media needs three of them.
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--duration",
-            "5s",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--duration", "5s"]);
     assert_eq!(got.len(), 3);
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--duration",
-            "4s",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--duration", "4s"]);
     assert_eq!(got.len(), 2);
 }
 
 #[test]
 fn max_fragments_and_max_bytes() {
     let w = World::new(vec![archive("cam", 8)]);
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--max-fragments",
-            "1",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--max-fragments", "1"]);
     assert_eq!(got.len(), 1);
     let size = std::fs::metadata(w.path("out.raw")).unwrap().len();
-    let got = fragments_written(
-        &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--max-fragments",
-            "4",
-        ],
-    );
+    let got = fragments_written(&w, &["--start", "earliest", "--max-fragments", "4"]);
     assert_eq!(got.len(), 4);
     // The fragment that reaches the limit is kept whole; the run stops after it.
     let got = fragments_written(
         &w,
-        &[
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--max-bytes",
-            &size.to_string(),
-        ],
+        &["--start", "earliest", "--max-bytes", &size.to_string()],
     );
     assert_eq!(got.len(), 1);
     let got = fragments_written(
         &w,
         &[
-            "--stream-name",
-            "cam",
             "--start",
             "earliest",
             "--max-bytes",

@@ -10,26 +10,9 @@ use crate::support::*;
 
 /// Raw download of everything, returning the fragment numbers written.
 fn download_all(w: &World, extra: &[&str]) -> (std::process::Output, Vec<String>) {
-    let out = run(w
-        .kvs_dl()
-        .args([
-            "--stream-name",
-            "cam",
-            "--start",
-            "earliest",
-            "--end",
-            "now",
-            "--format",
-            "raw",
-            "-o",
-            "out.raw",
-            "--force",
-        ])
-        .args(extra));
-    let got = std::fs::read(w.path("out.raw"))
-        .map(|d| contents(&d).fragments)
-        .unwrap_or_default();
-    (out, got)
+    let mut args = vec!["--start", "earliest", "--end", "now"];
+    args.extend_from_slice(extra);
+    fetch_raw(w, &args)
 }
 
 /// `n` synthetic fragments of about `bytes` each.
@@ -473,6 +456,39 @@ fn a_refused_saved_token_falls_back_to_the_saved_time() {
     assert_eq!(sel[1]["StartSelectorType"], "SERVER_TIMESTAMP");
 }
 
+/// Starts `args` on a live stream, kills it with SIGKILL after `n` fragments, and returns how
+/// many fragments the state file recorded.
+fn kill_9_after(w: &World, args: &[&str], n: usize, all: &[String]) -> usize {
+    let (mut child, mut err) = spawn_json(w, args);
+    wait_fragments(&mut err, n);
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
+    all.iter()
+        .position(|n| *n == state["last"]["fragment_number"])
+        .expect("the state names a fragment")
+        + 1
+}
+
+/// Asserts that `path` holds exactly `fragments`, once each, and says so in its Tags.
+fn holds_exactly(path: &std::path::Path, fragments: &[kvs_emu::StoredFragment]) {
+    let served: Vec<Vec<u8>> = fragments
+        .iter()
+        .flat_map(|f| contents(&f.chunk(0)).blocks)
+        .collect();
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(contents(&data).blocks, served, "{}", path.display());
+    if let Some(v) = verdict(path, true, false) {
+        assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], fragments[0].number());
+        assert_eq!(
+            v.tags["KVS_LAST_FRAGMENT_NUMBER"],
+            fragments[fragments.len() - 1].number()
+        );
+        assert_eq!(v.tags["KVS_FRAGMENTS"], fragments.len().to_string());
+    }
+}
+
 #[test]
 fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     let stream = live(100, 4.0);
@@ -491,49 +507,18 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
         "-o",
         "seg-{fragment}.mkv",
     ];
-    let (mut child, mut err) = spawn_json(&w, &args);
-    wait_fragments(&mut err, 4);
-    signal(&child, "-KILL");
-    child.wait().unwrap();
+    let recorded = kill_9_after(&w, &args, 4, &all);
+    assert!(recorded >= 3);
     let first = w.path(&format!("seg-{}.mkv", all[0]));
     assert!(!first.exists(), "killed: nothing finished");
     assert!(w.path(&format!("seg-{}.mkv.part", all[0])).exists());
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
-    let recorded = all
-        .iter()
-        .position(|n| *n == state["last"]["fragment_number"])
-        .unwrap()
-        + 1;
-    assert!(recorded >= 3, "{state}");
 
     let out = run(w.kvs_dl().args(args).args(["--max-fragments", "3"]));
     assert_exit(&out, 0);
     assert!(!w.path(&format!("seg-{}.mkv.part", all[0])).exists());
+    holds_exactly(&first, &fragments[..recorded]);
     let next = w.path(&format!("seg-{}.mkv", all[recorded]));
-    for (path, range) in [(first, 0..recorded), (next, recorded..recorded + 3)] {
-        let data = std::fs::read(&path).unwrap();
-        let served: Vec<Vec<u8>> = fragments[range.clone()]
-            .iter()
-            .flat_map(|f| contents(&f.chunk(0)).blocks)
-            .collect();
-        assert_eq!(
-            contents(&data).blocks,
-            served,
-            "{}: exactly its fragments",
-            path.display()
-        );
-        if let Some(v) = verdict(&path, true, false) {
-            assert_eq!(
-                v.tags["KVS_FIRST_FRAGMENT_NUMBER"],
-                all[range.start].as_str()
-            );
-            assert_eq!(
-                v.tags["KVS_LAST_FRAGMENT_NUMBER"],
-                all[range.end - 1].as_str()
-            );
-        }
-    }
+    holds_exactly(&next, &fragments[recorded..recorded + 3]);
 }
 
 #[test]
@@ -552,38 +537,12 @@ fn after_kill_9_the_same_command_continues_the_same_file() {
         "-o",
         "out.mkv",
     ];
-    let (mut child, mut err) = spawn_json(&w, &args);
-    wait_fragments(&mut err, 3);
-    signal(&child, "-KILL");
-    child.wait().unwrap();
+    let recorded = kill_9_after(&w, &args, 3, &all);
     assert!(!w.path("out.mkv").exists() && w.path("out.mkv.part").exists());
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap();
-    let recorded = all
-        .iter()
-        .position(|n| *n == state["last"]["fragment_number"])
-        .unwrap()
-        + 1;
 
     let out = run(w.kvs_dl().args(args).args(["--max-fragments", "3"]));
     assert_exit(&out, 0);
     assert!(!w.path("out.mkv.part").exists());
-    let data = std::fs::read(w.path("out.mkv")).unwrap();
-    let served: Vec<Vec<u8>> = fragments[..recorded + 3]
-        .iter()
-        .flat_map(|f| contents(&f.chunk(0)).blocks)
-        .collect();
-    assert_eq!(
-        contents(&data).blocks,
-        served,
-        "the recorded fragments, then the next three, once each"
-    );
-    if let Some(v) = verdict(&w.path("out.mkv"), true, false) {
-        assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], all[0].as_str());
-        assert_eq!(
-            v.tags["KVS_LAST_FRAGMENT_NUMBER"],
-            all[recorded + 2].as_str()
-        );
-        assert_eq!(v.tags["KVS_FRAGMENTS"], (recorded + 3).to_string());
-    }
+    // The recorded fragments, then the next three, once each, in one file.
+    holds_exactly(&w.path("out.mkv"), &fragments[..recorded + 3]);
 }

@@ -75,6 +75,27 @@ impl World {
     }
 }
 
+/// Downloads stream `cam` as raw into `out.raw` (replacing it) with `args`; returns what the
+/// run printed and the fragment numbers written.
+pub fn fetch_raw(w: &World, args: &[&str]) -> (Output, Vec<String>) {
+    let out = run(w
+        .kvs_dl()
+        .args([
+            "--stream-name",
+            "cam",
+            "--format",
+            "raw",
+            "-o",
+            "out.raw",
+            "--force",
+        ])
+        .args(args));
+    let got = std::fs::read(w.path("out.raw"))
+        .map(|d| contents(&d).fragments)
+        .unwrap_or_default();
+    (out, got)
+}
+
 /// Runs a command to its end and returns what it printed.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("kvs-dl runs")
