@@ -223,3 +223,20 @@ fn json_events_end_with_done_and_the_exit_code_even_on_early_errors() {
     assert_eq!(done["exit_code"], 4);
     assert_eq!(done["fragments"], 0);
 }
+
+#[test]
+fn an_invalid_argument_exits_1_with_the_service_message() {
+    let w = World::new(vec![kvs_emu::Stream {
+        faults: vec![kvs_emu::CallFault::InvalidArgument {
+            message: "StartTimestamp must be before the stream's newest fragment".into(),
+        }],
+        ..archive("cam", 2)
+    }]);
+    let out = run(w.kvs_dl().args(["--stream-name", "cam", "--start", "earliest", "-o", "out.mkv"]));
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cam") && err.contains("StartTimestamp must be before"), "{err}");
+    assert!(files(&w).is_empty());
+    assert_eq!(w.get_media().len(), 1, "not retried");
+}
