@@ -44,129 +44,12 @@ pub struct FileSink {
     path: PathBuf,
     part: PathBuf,
     force: bool,
-    disk: Option<Disk>,
-    /// Bytes not yet handed to the disk.
+    file: Option<File>,
+    /// Bytes not yet written to the file.
     buf: Vec<u8>,
-    /// Bytes handed to the disk (before `buf`).
+    /// Bytes written to the file (before `buf`).
     file_len: u64,
     committed: u64,
-}
-
-/// How many full buffers may wait for the disk: the memory a slow disk can hold up.
-const DISK_QUEUE: usize = 4;
-
-/// A file written by a thread of its own, so that the download goes on reading the network
-/// while the disk catches up. Operations apply in order; a failed write is reported by the next
-/// `sync` or `close`, which wait for the disk. Emptied buffers come back for reuse.
-struct Disk {
-    ops: std::sync::mpsc::SyncSender<Op>,
-    replies: std::sync::mpsc::Receiver<io::Result<()>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-enum Op {
-    Append(Vec<u8>),
-    /// Cut the file to this length and go on writing there.
-    Truncate(u64),
-    /// Overwrite at an offset, then go on writing at the end.
-    Patch(u64, Vec<u8>),
-    /// Reply once everything before is durable (fsync of the data).
-    Sync,
-    /// Reply once everything before is durable (fsync), then stop.
-    Close,
-}
-
-impl Disk {
-    fn spawn(mut file: File) -> io::Result<Disk> {
-        let (ops, queue) = std::sync::mpsc::sync_channel::<Op>(DISK_QUEUE);
-        let (reply, replies) = std::sync::mpsc::channel();
-        let (give_back, spare) = std::sync::mpsc::sync_channel(DISK_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("kvs-dl-disk".into())
-            .spawn(move || {
-                // The first failure sticks: later writes would only make a file with a hole.
-                let mut failed: Option<io::Error> = None;
-                for op in queue {
-                    let (result, answer, last) = match op {
-                        _ if failed.is_some() && !matches!(op, Op::Sync | Op::Close) => continue,
-                        Op::Append(mut buf) => {
-                            let r = file.write_all(&buf);
-                            buf.clear();
-                            let _ = give_back.try_send(buf);
-                            (r, false, false)
-                        }
-                        Op::Truncate(len) => {
-                            let r = file
-                                .set_len(len)
-                                .and_then(|()| file.seek(SeekFrom::Start(len)));
-                            (r.map(drop), false, false)
-                        }
-                        Op::Patch(offset, bytes) => {
-                            let r = file.stream_position().and_then(|end| {
-                                file.seek(SeekFrom::Start(offset))?;
-                                file.write_all(&bytes)?;
-                                file.seek(SeekFrom::Start(end))
-                            });
-                            (r.map(drop), false, false)
-                        }
-                        Op::Sync => (file.sync_data(), true, false),
-                        Op::Close => (file.sync_all(), true, true),
-                    };
-                    if let Err(e) = result {
-                        failed.get_or_insert(e);
-                    }
-                    if answer {
-                        let r = match &failed {
-                            Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                            None => Ok(()),
-                        };
-                        let _ = reply.send(r);
-                    }
-                    if last {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Disk {
-            ops,
-            replies,
-            spare,
-            thread: Some(thread),
-        })
-    }
-
-    fn send(&self, op: Op) -> io::Result<()> {
-        self.ops
-            .send(op)
-            .map_err(|_| io::Error::other("the disk writer stopped"))
-    }
-
-    /// Waits until everything sent is durable, or says why it is not.
-    fn wait(&self, op: Op) -> io::Result<()> {
-        self.send(op)?;
-        self.replies
-            .recv()
-            .map_err(|_| io::Error::other("the disk writer stopped"))?
-    }
-
-    /// An empty buffer for the next writes: one the disk gave back, or a new one.
-    fn buffer(&self) -> Vec<u8> {
-        self.spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUFFER))
-    }
-}
-
-impl Drop for Disk {
-    /// Lets queued writes finish (a crash test kills the process instead).
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let (ops, _) = std::sync::mpsc::sync_channel(0);
-            drop(std::mem::replace(&mut self.ops, ops));
-            let _ = thread.join();
-        }
-    }
 }
 
 impl FileSink {
@@ -182,7 +65,7 @@ impl FileSink {
             path: path.to_owned(),
             part: part_path(path),
             force,
-            disk: None,
+            file: None,
             buf: Vec::new(),
             file_len: 0,
             committed: 0,
@@ -210,16 +93,15 @@ impl FileSink {
             path: path.to_owned(),
             part,
             force: false,
-            disk: Some(Disk::spawn(file)?),
+            file: Some(file),
             buf: Vec::new(),
             file_len: committed,
             committed,
         })
     }
 
-    /// The `.part` and its writer, created at the first byte.
-    fn disk(&mut self) -> io::Result<&Disk> {
-        if self.disk.is_none() {
+    fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
             if let Some(dir) = self.part.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir)?;
             }
@@ -229,41 +111,37 @@ impl FileSink {
                 .create(true)
                 .truncate(true)
                 .open(&self.part)?;
-            self.disk = Some(Disk::spawn(file)?);
+            self.file = Some(file);
         }
-        Ok(self.disk.as_ref().expect("opened above"))
+        Ok(self.file.as_mut().expect("opened above"))
     }
 
-    /// Hands the first `n` buffered bytes to the disk.
-    fn hand_over(&mut self, n: usize) -> io::Result<()> {
-        if n == 0 {
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
             return Ok(());
         }
-        let disk = self.disk()?;
-        let mut rest = disk.buffer();
-        rest.extend_from_slice(&self.buf[n..]);
-        self.buf.truncate(n);
-        let full = std::mem::replace(&mut self.buf, rest);
-        self.disk()?.send(Op::Append(full))?;
-        self.file_len += n as u64;
+        let buf = std::mem::take(&mut self.buf);
+        self.file()?.write_all(&buf)?;
+        self.file_len += buf.len() as u64;
+        self.buf = buf;
+        self.buf.clear();
         Ok(())
     }
 }
 
 impl Sink for FileSink {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(WRITE_BUFFER);
+        if self.buf.len() + data.len() > WRITE_BUFFER {
+            self.flush_buf()?;
         }
-        let mut data = data;
-        while !data.is_empty() {
-            let room = WRITE_BUFFER.saturating_sub(self.buf.len()).max(1);
-            let (now, later) = data.split_at(room.min(data.len()));
-            self.buf.extend_from_slice(now);
-            data = later;
-            if self.buf.len() >= WRITE_BUFFER {
-                self.hand_over(self.buf.len())?;
+        if data.len() >= WRITE_BUFFER {
+            self.file()?.write_all(data)?;
+            self.file_len += data.len() as u64;
+        } else {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(WRITE_BUFFER);
             }
+            self.buf.extend_from_slice(data);
         }
         Ok(())
     }
@@ -280,7 +158,9 @@ impl Sink for FileSink {
         }
         self.buf.clear();
         let committed = self.committed;
-        self.disk()?.send(Op::Truncate(committed))?;
+        let file = self.file()?;
+        file.set_len(committed)?;
+        file.seek(SeekFrom::Start(committed))?;
         self.file_len = committed;
         Ok(())
     }
@@ -300,22 +180,26 @@ impl Sink for FileSink {
             self.buf[at..at + data.len()].copy_from_slice(data);
             return Ok(());
         }
-        // Bytes on their way to the disk and bytes still here may both be patched.
-        let on_disk = (self.file_len - offset).min(data.len() as u64) as usize;
-        self.disk()?
-            .send(Op::Patch(offset, data[..on_disk].to_vec()))?;
-        let rest = &data[on_disk..];
-        self.buf[..rest.len()].copy_from_slice(rest);
+        self.flush_buf()?;
+        let file_len = self.file_len;
+        let file = self.file()?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(data)?;
+        file.seek(SeekFrom::Start(file_len))?;
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
         // Only committed bytes need to be durable; the buffer may hold a partial fragment.
-        if self.committed > self.file_len {
-            self.hand_over((self.committed - self.file_len) as usize)?;
+        let keep = self.committed;
+        if keep > self.file_len {
+            let n = (keep - self.file_len) as usize;
+            let head: Vec<u8> = self.buf.drain(..n).collect();
+            self.file()?.write_all(&head)?;
+            self.file_len += n as u64;
         }
-        match &self.disk {
-            Some(disk) => disk.wait(Op::Sync),
+        match &self.file {
+            Some(f) => f.sync_data(),
             None => Ok(()),
         }
     }
@@ -326,16 +210,16 @@ impl Sink for FileSink {
 
     fn finish(mut self: Box<Self>) -> io::Result<Option<PathBuf>> {
         if self.committed == 0 {
-            if self.disk.take().is_some() {
+            if self.file.take().is_some() {
                 fs::remove_file(&self.part)?;
             }
             return Ok(None);
         }
         self.rollback()?;
-        self.hand_over(self.buf.len())?;
-        let disk = self.disk.take().expect("bytes were committed");
-        disk.wait(Op::Close)?;
-        drop(disk);
+        self.flush_buf()?;
+        let file = self.file.take().expect("bytes were committed");
+        file.sync_all()?;
+        drop(file);
         if !self.force && self.path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -478,7 +362,7 @@ mod tests {
         sink.write(b"three").unwrap();
         sink.commit().unwrap();
         sink.write(b"partial").unwrap();
-        assert!(part_path(&path).exists() || sink.disk.is_none());
+        assert!(part_path(&path).exists() || sink.file.is_none());
         assert!(!path.exists(), "nothing under the final name before finish");
         assert_eq!(sink.finish().unwrap(), Some(path.clone()));
         assert_eq!(read(&path), b"onethree");
@@ -528,20 +412,6 @@ mod tests {
         resumed.finish().unwrap();
         assert_eq!(read(&path), b"kept+more");
         assert!(FileSink::resume(&dir.path().join("none"), 0).is_err());
-    }
-
-    #[test]
-    fn a_patch_may_straddle_bytes_on_their_way_to_disk_and_bytes_still_buffered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.mkv");
-        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
-        sink.write(&vec![0u8; WRITE_BUFFER + 10]).unwrap();
-        sink.patch(WRITE_BUFFER as u64 - 2, b"ABCD").unwrap();
-        sink.commit().unwrap();
-        sink.finish().unwrap();
-        let got = read(&path);
-        assert_eq!(got.len(), WRITE_BUFFER + 10);
-        assert_eq!(&got[WRITE_BUFFER - 3..WRITE_BUFFER + 3], b"\0ABCD\0");
     }
 
     #[test]
