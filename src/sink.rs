@@ -415,6 +415,21 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_may_straddle_bytes_written_and_bytes_still_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.mkv");
+        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
+        sink.write(&vec![0u8; WRITE_BUFFER]).unwrap();
+        sink.write(&[0u8; 10]).unwrap();
+        sink.patch(WRITE_BUFFER as u64 - 2, b"ABCD").unwrap();
+        sink.commit().unwrap();
+        sink.finish().unwrap();
+        let got = read(&path);
+        assert_eq!(got.len(), WRITE_BUFFER + 10);
+        assert_eq!(&got[WRITE_BUFFER - 3..WRITE_BUFFER + 3], b"\0ABCD\0");
+    }
+
+    #[test]
     fn file_sink_that_committed_nothing_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.mkv");

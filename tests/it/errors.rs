@@ -232,11 +232,21 @@ fn an_invalid_argument_exits_1_with_the_service_message() {
         }],
         ..archive("cam", 2)
     }]);
-    let out = run(w.kvs_dl().args(["--stream-name", "cam", "--start", "earliest", "-o", "out.mkv"]));
+    let out = run(w.kvs_dl().args([
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "-o",
+        "out.mkv",
+    ]));
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("cam") && err.contains("StartTimestamp must be before"), "{err}");
+    assert!(
+        err.contains("cam") && err.contains("StartTimestamp must be before"),
+        "{err}"
+    );
     assert!(files(&w).is_empty());
     assert_eq!(w.get_media().len(), 1, "not retried");
 }
