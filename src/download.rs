@@ -14,7 +14,7 @@ use crate::aws::{Failure, MediaBody, MediaSource, Selector};
 use crate::config::{Clock, Config, End, Start};
 use crate::error::Error;
 use crate::output::{Accept, Writer};
-use crate::progress::{Report, Reporter, Summary};
+use crate::progress::{self, Report, Reporter, Summary};
 use crate::state::{self, State};
 
 /// A terminating signal, as delivered through the shutdown channel.
@@ -552,10 +552,8 @@ impl<'a, S: MediaSource> Download<'a, S> {
 
     /// Reports the files a segmenting writer finished.
     fn report_closed(&mut self) {
-        for file in self.writer.take_closed() {
-            self.summary.files += 1;
-            self.reporter.report(&Report::File(file));
-        }
+        let closed = self.writer.take_closed();
+        progress::report_files(&mut *self.reporter, &mut self.summary, closed);
     }
 
     fn discard(&mut self) -> Result<(), Error> {

@@ -83,6 +83,19 @@ pub struct Summary {
     pub exit_code: u8,
 }
 
+/// Reports finished files and counts them into `summary`.
+pub fn report_files(
+    reporter: &mut dyn Reporter,
+    summary: &mut Summary,
+    files: impl IntoIterator<Item = FileReport>,
+) {
+    for file in files {
+        summary.files += 1;
+        summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
+        reporter.report(&Report::File(file));
+    }
+}
+
 /// Where reports go.
 pub trait Reporter {
     fn report(&mut self, report: &Report);

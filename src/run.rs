@@ -89,7 +89,7 @@ async fn transfer(
 ) -> Result<Stopped, Error> {
     let mut files = Vec::new();
     let (mut writer, resume_after) = prepare(cfg, &mut files)?;
-    report_files(reporter, summary, &mut files);
+    progress::report_files(reporter, summary, files.drain(..));
     let mut source = Kvs::connect(cfg).await?;
     let mut download = Download::new(
         cfg,
@@ -106,9 +106,11 @@ async fn transfer(
     let last = download.last().cloned();
     let totals = download.summary();
     drop(download);
+    // The totals count the segments closed during the run; add the recovered file, if any.
     *summary = Summary {
-        files: summary.files,
-        non_monotonic_timestamps: summary.non_monotonic_timestamps,
+        files: summary.files + totals.files,
+        non_monotonic_timestamps: summary.non_monotonic_timestamps
+            + totals.non_monotonic_timestamps,
         ..totals
     };
     // Whatever ended the run, what was committed is whole fragments: make it final.
@@ -119,7 +121,7 @@ async fn transfer(
     if let Ok(Some(file)) = &finished {
         files.push(file.clone());
     }
-    report_files(reporter, summary, &mut files);
+    progress::report_files(reporter, summary, files.drain(..));
     let saved_state = match (&cfg.state_file, &last, &finished) {
         (Some(path), Some(last), Ok(_)) => save_state(path, &State::after(cfg, last, None)),
         _ => Ok(()),
@@ -129,14 +131,6 @@ async fn transfer(
     finished?;
     saved_state?;
     Ok(stopped)
-}
-
-fn report_files(reporter: &mut dyn Reporter, summary: &mut Summary, files: &mut Vec<FileReport>) {
-    for file in files.drain(..) {
-        summary.files += 1;
-        summary.non_monotonic_timestamps += file.non_monotonic_timestamps;
-        reporter.report(&Report::File(file));
-    }
 }
 
 fn save_state(path: &Path, state: &State) -> Result<(), Error> {

@@ -195,9 +195,21 @@ fn segments_cut_at_the_first_fragment_boundary_after_the_duration() {
             "10s",
             "-o",
             "{stream}/%Y%m%dT%H%M%S-{fragment}.mkv",
+            "--progress",
+            "json",
         ],
     );
     assert_exit(&out, 0);
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let reported = events.iter().filter(|e| e["event"] == "file").count();
+    let done = events.last().unwrap();
+    assert_eq!(
+        (reported, &done["files"], &done["fragments"]),
+        (4, &serde_json::json!(4), &serde_json::json!(17))
+    );
     let mut files: Vec<PathBuf> = std::fs::read_dir(w.path("cam"))
         .unwrap()
         .map(|e| e.unwrap().path())
