@@ -558,6 +558,14 @@ impl Parser {
         data: std::ops::Range<usize>,
         here: u64,
     ) -> Result<Option<Produced>, ParseError> {
+        // Most Tags elements of a producer carry none of the service's tags: skip those without
+        // walking them (they can be many, one per frame or fragment).
+        if !self.buf[data.clone()]
+            .windows(KVS_TAG_PREFIX.len())
+            .any(|w| w == KVS_TAG_PREFIX)
+        {
+            return Ok(None);
+        }
         let mut found = Vec::new();
         collect_simple_tags(&self.buf[data], 0, &mut found)
             .map_err(|e| self.error(here, Some(id::TAGS), e))?;
