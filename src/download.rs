@@ -593,6 +593,11 @@ impl<S: MediaSource> Download<'_, S> {
         let io = |e| Error::io("writing the output", e);
         cursor.route_to(&mut *self.writer, at)?;
         match &event {
+            Event::EbmlHeader(_) => {
+                // A new chunk: its own Info and Tracks follow.
+                self.chunk_scale = 1_000_000;
+                self.chunk_tracks.clear();
+            }
             Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
             Event::Tracks(tracks) => {
                 self.chunk_tracks = mkv::tracks::parse(tracks).unwrap_or_default()
@@ -655,6 +660,7 @@ impl<S: MediaSource> Download<'_, S> {
                     producer_timestamp_ms: f.producer_ms,
                     bytes,
                     lag_ms: f.millis_behind_now,
+                    media_duration_ms: self.summary.media_duration_ms,
                 });
                 self.last = Some(f.clone());
                 self.save_state(f)?;

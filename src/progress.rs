@@ -31,6 +31,8 @@ pub enum Report {
         producer_timestamp_ms: i64,
         bytes: u64,
         lag_ms: Option<u64>,
+        /// Media written so far: from the first fragment's start to this one's end.
+        media_duration_ms: u64,
     },
     Reconnect {
         reason: String,
@@ -150,29 +152,19 @@ struct Tally {
     lag_ms: Option<u64>,
     reconnects: u64,
     gaps: u64,
-    /// Producer timestamps of the first and the last fragment, and the step to the last: a
-    /// fragment report tells where a fragment starts, not how long it is, so the media written
-    /// is estimated as the span to the last start plus one more step (exact for the regular
-    /// fragments cameras send; the summary has the exact figure).
-    first_ms: Option<i64>,
-    last_ms: i64,
-    step_ms: i64,
+    media_ms: u64,
 }
 
 impl Tally {
     fn add(&mut self, report: &Report) {
         match report {
             Report::Fragment {
-                producer_timestamp_ms: at,
                 bytes,
                 lag_ms,
+                media_duration_ms,
                 ..
             } => {
-                if self.first_ms.is_some() {
-                    self.step_ms = (at - self.last_ms).max(0);
-                }
-                self.first_ms.get_or_insert(*at);
-                self.last_ms = *at;
+                self.media_ms = *media_duration_ms;
                 self.fragments += 1;
                 self.bytes += bytes;
                 self.lag_ms = *lag_ms;
@@ -181,12 +173,6 @@ impl Tally {
             Report::Gap { .. } => self.gaps += 1,
             _ => {}
         }
-    }
-
-    fn media_ms(&self) -> u64 {
-        self.first_ms.map_or(0, |first| {
-            (self.last_ms - first + self.step_ms).max(0) as u64
-        })
     }
 
     /// `12 fragments, 24.0 s of media, 1.2 s behind live, 1 reconnect, 0 gaps`.
@@ -198,7 +184,7 @@ impl Tally {
         format!(
             "{}, {} of media{lag}, {}, {}",
             count(self.fragments, "fragment"),
-            human_duration(self.media_ms()),
+            human_duration(self.media_ms),
             count(self.reconnects, "reconnect"),
             count(self.gaps, "gap"),
         )
@@ -529,6 +515,8 @@ mod tests {
             producer_timestamp_ms: producer_ms,
             bytes: 1000,
             lag_ms: Some(1500),
+            // 2 s fragments from time 0.
+            media_duration_ms: (producer_ms + 2000) as u64,
         }
     }
 
@@ -569,13 +557,13 @@ mod tests {
     }
 
     #[test]
-    fn media_is_estimated_from_fragment_starts() {
+    fn the_figures_follow_the_reports() {
         let mut t = Tally::default();
-        assert_eq!(t.media_ms(), 0);
-        for (n, at) in [(1, 10_000), (2, 12_000), (3, 14_000)] {
+        assert_eq!(t.media_ms, 0);
+        for (n, at) in [(1, 0), (2, 2000), (3, 4000)] {
             t.add(&fragment(n, at));
         }
-        assert_eq!(t.media_ms(), 6000);
+        assert_eq!(t.media_ms, 6000);
         t.add(&Report::Reconnect {
             reason: "cut".into(),
             attempt: 1,
