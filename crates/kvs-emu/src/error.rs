@@ -137,6 +137,14 @@ impl ApiError {
     }
 }
 
+/// AWS's validation message for a required member that is missing, for every API.
+pub fn null_member(path: &str) -> String {
+    format!(
+        "1 validation error detected: Value null at '{path}' failed to satisfy constraint: \
+         Member must not be null"
+    )
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let forbidden = |kind, message: &str| Self::new(StatusCode::FORBIDDEN, kind, message);

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use crate::error::null_member;
 use crate::fragment::{StoredFragment, cmp_fragment_numbers};
 
 /// Where a GetMedia call asked to start.
@@ -192,13 +193,6 @@ fn is_token(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-fn null_member(path: &str) -> String {
-    format!(
-        "1 validation error detected: Value null at '{path}' failed to satisfy constraint: \
-         Member must not be null"
-    )
 }
 
 fn pattern(path: &str, value: &Value, regex: &str) -> String {

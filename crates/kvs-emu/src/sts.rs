@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use crate::credentials::{Identity, Keyring, RoleSession, Temporary};
-use crate::error::ApiError;
+use crate::error::{ApiError, null_member};
 use crate::query;
 use crate::sigv4::AuthError;
 
@@ -91,7 +91,7 @@ struct AssumeRole {
 impl AssumeRole {
     /// Checks the parameters like STS does; the error is a ValidationError.
     fn parse<'a>(field: impl Fn(&str) -> Option<&'a str>) -> Result<AssumeRole, ApiError> {
-        let role_arn = field("RoleArn").ok_or_else(|| validation(null("roleArn")))?;
+        let role_arn = field("RoleArn").ok_or_else(|| validation(null_member("roleArn")))?;
         if !is_role_arn(role_arn) {
             return Err(validation(constraint(
                 "roleArn",
@@ -100,7 +100,7 @@ impl AssumeRole {
             )));
         }
         let session_name =
-            field("RoleSessionName").ok_or_else(|| validation(null("roleSessionName")))?;
+            field("RoleSessionName").ok_or_else(|| validation(null_member("roleSessionName")))?;
         if !((2..=64).contains(&session_name.len()) && session_name.bytes().all(is_name_byte)) {
             return Err(validation(constraint(
                 "roleSessionName",
@@ -176,13 +176,6 @@ fn is_name_byte(b: u8) -> bool {
 
 fn validation(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "ValidationError", message)
-}
-
-fn null(member: &str) -> String {
-    format!(
-        "1 validation error detected: Value null at '{member}' failed to satisfy constraint: \
-         Member must not be null"
-    )
 }
 
 fn constraint(member: &str, value: &str, rule: &str) -> String {

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use mkv::ebml::{self, id};
 
 use crate::fragment::{Ingest, Layout, StoredFragment};
-use crate::tags;
 
 const TRACK_UID: u32 = 0x73C5;
 const FLAG_LACING: u32 = 0x9C;
@@ -80,7 +79,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Vec<StoredFragment> {
     }
     let blocks = Bytes::from(blocks);
 
-    let layout = Layout::new(tags::ebml_header(), 1_000_000, tracks(rate));
+    let layout = Layout::new(mkv::writer::ebml_header(), 1_000_000, tracks(rate));
     (0..spec.fragments as u64)
         .map(|k| {
             layout.fragment(

@@ -43,24 +43,9 @@ pub fn error_chunk(code: &str, error_id: u64, fragment_number: Option<&str>) -> 
     let error_id = error_id.to_string();
     let mut pairs = vec![(ERROR_CODE, code), (ERROR_ID, error_id.as_str())];
     pairs.extend(fragment_number.map(|n| (FRAGMENT_NUMBER, n)));
-    let mut out = ebml_header();
+    let mut out = mkv::writer::ebml_header();
     out.extend_from_slice(&SEGMENT_UNKNOWN_SIZE);
     out.extend(tags(&pairs));
-    out
-}
-
-/// The EBML header of documents the emulator writes itself (synthetic media, error chunks).
-pub fn ebml_header() -> Vec<u8> {
-    let mut data = Vec::new();
-    ebml::write_uint(&mut data, id::EBML_VERSION, 1);
-    ebml::write_uint(&mut data, id::EBML_READ_VERSION, 1);
-    ebml::write_uint(&mut data, id::EBML_MAX_ID_LENGTH, 4);
-    ebml::write_uint(&mut data, id::EBML_MAX_SIZE_LENGTH, 8);
-    ebml::write_string(&mut data, id::DOC_TYPE, "matroska");
-    ebml::write_uint(&mut data, id::DOC_TYPE_VERSION, 4);
-    ebml::write_uint(&mut data, id::DOC_TYPE_READ_VERSION, 2);
-    let mut out = Vec::new();
-    ebml::write_element(&mut out, id::EBML, &data);
     out
 }
 

@@ -99,8 +99,8 @@ const UNKNOWN_SIZE_8: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
 /// Length of [`ebml_header`].
 const EBML_HEADER_LEN: usize = 40;
 
-/// The EBML header of every file this writer makes.
-fn ebml_header() -> Vec<u8> {
+/// The EBML header of every Matroska document kvs-dl writes (and the emulator's own chunks).
+pub fn ebml_header() -> Vec<u8> {
     let mut header = Vec::new();
     ebml::write_uint(&mut header, id::EBML_VERSION, 1);
     ebml::write_uint(&mut header, id::EBML_READ_VERSION, 1);
