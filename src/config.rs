@@ -46,6 +46,19 @@ impl StreamId {
             StreamId::Name(s) | StreamId::Arn(s) => s,
         }
     }
+
+    /// The stream's name, also when it was given as an ARN (`arn:...:stream/NAME/123`).
+    pub fn name(&self) -> &str {
+        stream_name_of(self.display())
+    }
+}
+
+/// The same for a name or an ARN as text (a state file holds whichever was given).
+pub fn stream_name_of(stream: &str) -> &str {
+    match stream.strip_prefix("arn:") {
+        Some(_) => stream.rsplit('/').nth(1).unwrap_or(stream),
+        None => stream,
+    }
 }
 
 /// `--role-arn` and `--role-session-name`.
@@ -84,6 +97,16 @@ pub enum End {
 pub enum Clock {
     Server,
     Producer,
+}
+
+impl Clock {
+    /// A fragment's timestamp on this clock, in epoch milliseconds.
+    pub fn of(self, fragment: &mkv::Fragment) -> mkv::Millis {
+        match self {
+            Clock::Server => fragment.server_ms,
+            Clock::Producer => fragment.producer_ms,
+        }
+    }
 }
 
 /// The stop conditions; the first that holds ends the run. All `None`: follow until interrupted.

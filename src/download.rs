@@ -741,13 +741,7 @@ impl<S: MediaSource> Download<'_, S> {
 fn reached_end(cfg: &Config, f: &Fragment) -> bool {
     match &cfg.stop.end {
         None => false,
-        Some(End::Time(t)) => {
-            let ts = match cfg.clock {
-                Clock::Server => f.server_ms,
-                Clock::Producer => f.producer_ms,
-            };
-            ts >= t.as_millisecond()
-        }
+        Some(End::Time(t)) => cfg.clock.of(f) >= t.as_millisecond(),
         Some(End::Fragment(n)) => !is_newer(n, &f.number),
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use mkv::Fragment;
 
-use crate::config::{Clock, Config, Env, Format, ProgressMode, StreamId, Target};
+use crate::config::{Clock, Config, Env, Format, ProgressMode, StreamId, Target, stream_name_of};
 use crate::download::Stopped;
 use crate::download::{Download, Pacing, Signal};
 use crate::error::Error;
@@ -154,7 +154,7 @@ fn prepare(
     else {
         return Ok((writer(cfg, options)?, None));
     };
-    if stream_name_of(&state.stream) != stream_name(&cfg.stream) {
+    if stream_name_of(&state.stream) != cfg.stream.name() {
         return Err(Error::usage(
             format!(
                 "--state-file {} belongs to stream {}, not {}",
@@ -218,7 +218,7 @@ fn muxer_options(cfg: &Config) -> mkv::Options {
 /// The writer for `--format`, over the sink for `-o`.
 fn writer(cfg: &Config, options: mkv::Options) -> Result<Box<dyn Writer>, Error> {
     if let (Some(every), Target::File(path)) = (cfg.output.segment, &cfg.output.target) {
-        let stream = stream_name(&cfg.stream).to_owned();
+        let stream = cfg.stream.name().to_owned();
         let clock = cfg.clock;
         let segments = Segments {
             template: path.to_string_lossy().into_owned(),
@@ -249,19 +249,6 @@ fn writer(cfg: &Config, options: mkv::Options) -> Result<Box<dyn Writer>, Error>
     })
 }
 
-/// The stream's name, also when it was given as an ARN (`arn:...:stream/NAME/123`).
-fn stream_name(stream: &StreamId) -> &str {
-    stream_name_of(stream.display())
-}
-
-/// The same, for a name or an ARN as text (a state file says whichever was given).
-fn stream_name_of(stream: &str) -> &str {
-    match stream.strip_prefix("arn:") {
-        Some(_) => stream.rsplit('/').nth(1).unwrap_or(stream),
-        None => stream,
-    }
-}
-
 /// A `--segment` file name: `{stream}`, `{fragment}` and strftime fields of the first
 /// fragment's time (on the `--timestamp-type` clock), in UTC.
 fn segment_name(
@@ -270,11 +257,8 @@ fn segment_name(
     clock: Clock,
     fragment: &Fragment,
 ) -> std::io::Result<PathBuf> {
-    let ms = match clock {
-        Clock::Server => fragment.server_ms,
-        Clock::Producer => fragment.producer_ms,
-    };
-    let time = jiff::Timestamp::from_millisecond(ms).map_err(std::io::Error::other)?;
+    let time =
+        jiff::Timestamp::from_millisecond(clock.of(fragment)).map_err(std::io::Error::other)?;
     let named = template
         .replace("{stream}", stream)
         .replace("{fragment}", &fragment.number);
@@ -292,7 +276,7 @@ fn segment_name(
 fn file_namer(cfg: &Config) -> FileNamer {
     let target = cfg.output.target.clone();
     let segmented = cfg.output.segment.is_some();
-    let stream = stream_name(&cfg.stream).to_owned();
+    let stream = cfg.stream.name().to_owned();
     let clock = cfg.clock;
     Box::new(move |fragment| match &target {
         Target::Stdout => None,
