@@ -3,10 +3,7 @@
 //! durations are found.
 
 use mkv::tracks::Track;
-use shiguredo_mp4::boxes::{
-    AudioSampleEntryFields, Avc1Box, AvccBox, EsdsBox, Hvc1Box, HvccBox, Mp4aBox, SampleEntry,
-    VisualSampleEntryFields,
-};
+use shiguredo_mp4::boxes::{AudioSampleEntryFields, AvccBox, EsdsBox, HvccBox, Mp4aBox, SampleEntry};
 use shiguredo_mp4::descriptors::{
     DecoderConfigDescriptor, DecoderSpecificInfo, EsDescriptor, SlConfigDescriptor,
 };
@@ -63,36 +60,18 @@ fn configure_one(t: &Track, id: u32) -> Result<TrackConfig, Refusal> {
     let codec = || Refusal::Codec(t.codec_id.clone());
     let width = t.width.unwrap_or(0).min(u64::from(u16::MAX)) as u16;
     let height = t.height.unwrap_or(0).min(u64::from(u16::MAX)) as u16;
-    let visual = VisualSampleEntryFields {
-        data_reference_index: VisualSampleEntryFields::DEFAULT_DATA_REFERENCE_INDEX,
-        width,
-        height,
-        horizresolution: VisualSampleEntryFields::DEFAULT_HORIZRESOLUTION,
-        vertresolution: VisualSampleEntryFields::DEFAULT_VERTRESOLUTION,
-        frame_count: VisualSampleEntryFields::DEFAULT_FRAME_COUNT,
-        compressorname: VisualSampleEntryFields::NULL_COMPRESSORNAME,
-        depth: VisualSampleEntryFields::DEFAULT_DEPTH,
-    };
     let (video, timescale, timing, entry) = match t.codec_id.as_str() {
         "V_MPEG4/ISO/AVC" => {
-            let avcc_box = decode_config::<AvccBox>(b"avcC", &t.codec_private)
+            decode_config::<AvccBox>(b"avcC", &t.codec_private)
                 .ok_or(Refusal::BadTracks("unreadable AVC CodecPrivate (avcC)"))?;
-            let e = SampleEntry::Avc1(Avc1Box {
-                visual,
-                avcc_box,
-                unknown_boxes: Vec::new(),
-            });
-            (true, VIDEO_TIMESCALE, Timing::Stamps, encode(&e)?)
+            let e = visual_entry(b"avc1", b"avcC", &t.codec_private, width, height);
+            (true, VIDEO_TIMESCALE, Timing::Stamps, e)
         }
         "V_MPEGH/ISO/HEVC" => {
-            let hvcc_box = decode_config::<HvccBox>(b"hvcC", &t.codec_private)
+            decode_config::<HvccBox>(b"hvcC", &t.codec_private)
                 .ok_or(Refusal::BadTracks("unreadable HEVC CodecPrivate (hvcC)"))?;
-            let e = SampleEntry::Hvc1(Hvc1Box {
-                visual,
-                hvcc_box,
-                unknown_boxes: Vec::new(),
-            });
-            (true, VIDEO_TIMESCALE, Timing::Stamps, encode(&e)?)
+            let e = visual_entry(b"hvc1", b"hvcC", &t.codec_private, width, height);
+            (true, VIDEO_TIMESCALE, Timing::Stamps, e)
         }
         "A_AAC" | "A_AAC/MPEG4/LC" | "A_AAC/MPEG2/LC" => {
             if t.codec_private.is_empty() {
@@ -174,6 +153,29 @@ fn configure_one(t: &Track, id: u32) -> Result<TrackConfig, Refusal> {
         height,
         default_units,
     })
+}
+
+/// A visual sample entry whose configuration record is the CodecPrivate, verbatim (after it
+/// was checked to decode): what the producer wrote is what players get, including the
+/// high-profile avcC fields some producers leave out.
+fn visual_entry(kind: &[u8; 4], config: &[u8; 4], private: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let mut e = Vec::new();
+    bmff::boxed(&mut e, kind, |o| {
+        o.extend_from_slice(&[0; 6]);
+        bmff::u16(o, 1); // data_reference_index
+        o.extend_from_slice(&[0; 16]);
+        bmff::u16(o, w);
+        bmff::u16(o, h);
+        bmff::u32(o, 0x0048_0000);
+        bmff::u32(o, 0x0048_0000);
+        bmff::u32(o, 0);
+        bmff::u16(o, 1); // frame_count
+        o.extend_from_slice(&[0; 32]);
+        bmff::u16(o, 0x18);
+        bmff::u16(o, 0xFFFF);
+        bmff::boxed(o, config, |o| o.extend_from_slice(private));
+    });
+    e
 }
 
 fn audio_fields(channels: u16, bits: u16, rate: u32) -> AudioSampleEntryFields {

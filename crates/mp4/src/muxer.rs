@@ -58,13 +58,16 @@ pub(crate) struct Committed {
     pub fragments: u64,
     pub non_monotonic: u64,
     pub sequence: u32,
+    pub shift: Option<i64>,
     pub marks: Vec<Mark>,
 }
 
 /// A sample waiting in the current run.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    pts: i64,
+    /// Presentation time in Segment ticks from the file's start (before the shift); in
+    /// track units once the run is being written.
+    ticks: i64,
     size: u32,
     sync: bool,
 }
@@ -121,6 +124,11 @@ pub struct Muxer {
     pub(crate) states: Vec<TrackState>,
     pub(crate) committed: Committed,
     pub(crate) sequence: u32,
+    /// Ticks added to every time so that none is negative (a track may start before the
+    /// first cluster): set when the first run is written.
+    pub(crate) shift: Option<i64>,
+    /// The earliest time in the run being buffered.
+    run_min: Option<i64>,
     current: Option<Current>,
     incoming: Option<Incoming>,
     run_bytes: usize,
@@ -142,6 +150,8 @@ impl Muxer {
             states: Vec::new(),
             committed: Committed::default(),
             sequence: 0,
+            shift: None,
+            run_min: None,
             current: None,
             incoming: None,
             run_bytes: 0,
@@ -275,12 +285,13 @@ impl Muxer {
         };
         let track = self.states.iter().position(|s| s.cfg.number == block.track);
         let mut pts = 0;
-        if let Some(i) = track {
+        if track.is_some() {
             let at = cur
                 .start_ticks
                 .saturating_add(cur.span.block(block.track, block.timecode));
             cur.last_block_ticks = Some(cur.last_block_ticks.map_or(at, |l| l.max(at)));
-            pts = to_units(at, self.scale, self.states[i].cfg.timescale);
+            pts = at;
+            self.run_min = Some(self.run_min.map_or(at, |m| m.min(at)));
         }
         if self.run_bytes >= FLUSH_BYTES {
             self.flush_run();
@@ -361,7 +372,7 @@ impl Muxer {
             st.pushed = st.data.len();
             let sync = sync || !video;
             st.run.push(Pending {
-                pts,
+                ticks: pts,
                 size: size.min(u32::MAX as usize) as u32,
                 sync,
             });
@@ -381,7 +392,9 @@ impl Muxer {
                 let Some(frames) = unlace(body) else {
                     return;
                 };
-                let step = st.cfg.default_units.unwrap_or(0);
+                let step = self.tracks[i]
+                    .default_duration
+                    .map_or(0, |ns| (ns / self.scale.max(1)).min(1 << 40) as i64);
                 let mut total = 0;
                 for (k, f) in frames.iter().enumerate() {
                     let pts = inc.pts.saturating_add(step.saturating_mul(k as i64));
@@ -418,6 +431,7 @@ impl Muxer {
         let c = &mut self.committed;
         c.written = self.written + self.out.len() as u64;
         c.sequence = self.sequence;
+        c.shift = self.shift;
         c.marks = self.states.iter().map(|s| s.tables.mark()).collect();
     }
 
@@ -427,6 +441,10 @@ impl Muxer {
         if self.states.iter().all(|s| s.run.is_empty()) {
             return;
         }
+        let shift = *self
+            .shift
+            .get_or_insert(self.run_min.map_or(0, |m| m.saturating_neg().max(0)));
+        self.run_min = None;
         self.sequence = self.sequence.wrapping_add(1);
         let moof_at = self.position();
         let mut runs = Vec::new();
@@ -434,7 +452,7 @@ impl Muxer {
             if st.run.is_empty() {
                 continue;
             }
-            let (dts0, samples) = timed(st);
+            let (dts0, samples) = timed(st, self.scale, shift);
             runs.push((i, dts0, samples));
         }
         // moof with data offsets filled in once its size is known.
@@ -502,6 +520,7 @@ impl Muxer {
         self.current = None;
         self.incoming = None;
         self.run_bytes = 0;
+        self.run_min = None;
         for st in &mut self.states {
             st.run.clear();
             st.data.clear();
@@ -522,6 +541,7 @@ impl Muxer {
         }
         self.patches.retain(|p| p.offset < keep);
         self.sequence = self.committed.sequence;
+        self.shift = self.committed.shift;
         for (st, m) in self.states.iter_mut().zip(&self.committed.marks) {
             st.tables.rollback(m);
         }
@@ -714,19 +734,23 @@ impl Muxer {
 }
 
 /// Decode times and durations for a track's run: `(tfdt, trun entries)`.
-fn timed(st: &mut TrackState) -> (i64, Vec<RunSample>) {
+fn timed(st: &mut TrackState, scale: u64, shift: i64) -> (i64, Vec<RunSample>) {
+    let ts = st.cfg.timescale;
+    for p in &mut st.run {
+        p.ticks = to_units(p.ticks.saturating_add(shift), scale, ts);
+    }
     let t = &mut st.tables.timeline;
     let floor = t.last_dts.map_or(0, |l| l.saturating_add(1));
     let n = st.run.len();
     let mut dts: Vec<i64> = Vec::with_capacity(n);
     match st.cfg.timing {
         Timing::Stamps => {
-            let mut sorted: Vec<i64> = st.run.iter().map(|p| p.pts).collect();
+            let mut sorted: Vec<i64> = st.run.iter().map(|p| p.ticks).collect();
             sorted.sort_unstable();
             let delay = sorted
                 .iter()
                 .zip(&st.run)
-                .map(|(s, p)| s.saturating_sub(p.pts))
+                .map(|(s, p)| s.saturating_sub(p.ticks))
                 .max()
                 .unwrap_or(0);
             t.delay = t.delay.max(delay);
@@ -738,7 +762,7 @@ fn timed(st: &mut TrackState) -> (i64, Vec<RunSample>) {
             }
         }
         Timing::Frame(_) | Timing::Bytes(_) => {
-            let mut d = st.run[0].pts.max(floor).max(0);
+            let mut d = st.run[0].ticks.max(floor).max(0);
             for p in &st.run {
                 dts.push(d);
                 d = d.saturating_add(fixed_duration(st.cfg.timing, p.size));
@@ -768,7 +792,7 @@ fn timed(st: &mut TrackState) -> (i64, Vec<RunSample>) {
         }
         .clamp(0, i64::from(u32::MAX)) as u32;
         let cto = p
-            .pts
+            .ticks
             .saturating_sub(at)
             .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         samples.push(RunSample {
