@@ -63,7 +63,10 @@ pub fn header(buf: &[u8]) -> Result<Option<Header>, String> {
             if buf.len() < 16 {
                 return Ok(None);
             }
-            (u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default()), 16)
+            (
+                u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default()),
+                16,
+            )
         }
         0 => return Err(format!("box '{}' of size 0 (to end of file)", name(&kind))),
         s => (u64::from(s), 8),
@@ -129,9 +132,13 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap_or_default()))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
     }
 }

@@ -3,7 +3,9 @@
 //! durations are found.
 
 use mkv::tracks::Track;
-use shiguredo_mp4::boxes::{AudioSampleEntryFields, AvccBox, EsdsBox, HvccBox, Mp4aBox, SampleEntry};
+use shiguredo_mp4::boxes::{
+    AudioSampleEntryFields, AvccBox, EsdsBox, HvccBox, Mp4aBox, SampleEntry,
+};
 use shiguredo_mp4::descriptors::{
     DecoderConfigDescriptor, DecoderSpecificInfo, EsDescriptor, SlConfigDescriptor,
 };
@@ -189,7 +191,7 @@ fn audio_fields(channels: u16, bits: u16, rate: u32) -> AudioSampleEntryFields {
 
 fn sample_rate(t: &Track) -> Option<u32> {
     let f = t.sampling_frequency?;
-    (f.is_finite() && f >= 1.0 && f <= 1_000_000.0).then_some(f.round() as u32)
+    (1.0..=1_000_000.0).contains(&f).then_some(f.round() as u32)
 }
 
 /// The sampling frequency an AudioSpecificConfig names.

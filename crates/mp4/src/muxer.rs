@@ -494,7 +494,9 @@ impl Muxer {
             moof[*at..*at + 4].copy_from_slice(&v.to_be_bytes());
             let src = moof_at + data_offset;
             let traf = runs.iter().position(|r| r.0 == *i).unwrap_or(0) as u8 + 1;
-            self.states[*i].tables.record(*dts0, samples, src, moof_at, traf);
+            self.states[*i]
+                .tables
+                .record(*dts0, samples, src, moof_at, traf);
             data_offset += self.states[*i].data.len() as u64;
         }
         self.out.extend_from_slice(&moof);
@@ -701,7 +703,10 @@ impl Muxer {
 
     /// The metadata at the start: what the first fragment tells.
     fn udta_for(&self, first: &Fragment, pad_to: Option<usize>) -> Vec<u8> {
-        let mut items = vec![(self.opts.stream_tag.0.clone(), self.opts.stream_tag.1.clone())];
+        let mut items = vec![(
+            self.opts.stream_tag.0.clone(),
+            self.opts.stream_tag.1.clone(),
+        )];
         items.extend(fragment_items("FIRST", first));
         udta(&self.opts.app, &items, pad_to)
     }
@@ -709,7 +714,10 @@ impl Muxer {
     /// Length of the metadata slot: room for every value at its longest.
     fn udta_slot(&self) -> usize {
         let long = "0".repeat(MAX_VALUE);
-        let mut items = vec![(self.opts.stream_tag.0.clone(), self.opts.stream_tag.1.clone())];
+        let mut items = vec![(
+            self.opts.stream_tag.0.clone(),
+            self.opts.stream_tag.1.clone(),
+        )];
         items.push(("KVS_FRAGMENTS".into(), long.clone()));
         for which in ["FIRST", "LAST"] {
             for what in ["FRAGMENT_NUMBER", "SERVER_TIMESTAMP", "PRODUCER_TIMESTAMP"] {
@@ -722,7 +730,10 @@ impl Muxer {
     /// The final metadata (padded to the slot when `pad_to`).
     pub(crate) fn final_udta(&self, pad_to: Option<usize>) -> Vec<u8> {
         let c = &self.committed;
-        let mut items = vec![(self.opts.stream_tag.0.clone(), self.opts.stream_tag.1.clone())];
+        let mut items = vec![(
+            self.opts.stream_tag.0.clone(),
+            self.opts.stream_tag.1.clone(),
+        )];
         items.push(("KVS_FRAGMENTS".into(), c.fragments.to_string()));
         for (which, f) in [("FIRST", &c.first), ("LAST", &c.last)] {
             if let Some(f) = f {
@@ -828,7 +839,9 @@ pub(crate) fn units_to_ms(units: i64, timescale: u32) -> u64 {
 }
 
 fn mp4_time(ms: Millis) -> u64 {
-    (ms.div_euclid(1000)).saturating_add(MP4_EPOCH_OFFSET).max(0) as u64
+    (ms.div_euclid(1000))
+        .saturating_add(MP4_EPOCH_OFFSET)
+        .max(0) as u64
 }
 
 /// The length in bytes of an EBML-coded number whose first byte is `b`.
@@ -952,6 +965,9 @@ pub(crate) fn mvhd(o: &mut Vec<u8>, creation: u64, duration_ms: u64, next_id: u3
     });
 }
 
+/// Writes a track's sample tables into its `stbl`.
+pub(crate) type WriteTables<'a> = &'a dyn Fn(&mut Vec<u8>);
+
 /// A track's `trak`. `tables` writes its sample tables (empty in an init segment); `edit` is
 /// (empty edit in ms, media duration in ms) for an edit list.
 pub(crate) fn trak(
@@ -961,7 +977,7 @@ pub(crate) fn trak(
     duration_ms: u64,
     media_duration: u64,
     edit: Option<(u64, u64)>,
-    tables: Option<&dyn Fn(&mut Vec<u8>)>,
+    tables: Option<WriteTables<'_>>,
 ) {
     boxed(o, b"trak", |o| {
         full(o, b"tkhd", 1, 3, |o| {
@@ -1047,9 +1063,18 @@ pub(crate) fn trak(
 
 fn fragment_items(which: &str, f: &Fragment) -> Vec<(String, String)> {
     vec![
-        (format!("KVS_{which}_FRAGMENT_NUMBER"), cut(&f.number).to_string()),
-        (format!("KVS_{which}_SERVER_TIMESTAMP"), seconds(f.server_ms)),
-        (format!("KVS_{which}_PRODUCER_TIMESTAMP"), seconds(f.producer_ms)),
+        (
+            format!("KVS_{which}_FRAGMENT_NUMBER"),
+            cut(&f.number).to_string(),
+        ),
+        (
+            format!("KVS_{which}_SERVER_TIMESTAMP"),
+            seconds(f.server_ms),
+        ),
+        (
+            format!("KVS_{which}_PRODUCER_TIMESTAMP"),
+            seconds(f.producer_ms),
+        ),
     ]
 }
 

@@ -67,7 +67,12 @@ impl Muxer {
     fn progressive_moov(&self, creation: u64, offsets: &[Vec<u64>]) -> Vec<u8> {
         let mut o = Vec::new();
         boxed(&mut o, b"moov", |o| {
-            muxer::mvhd(o, creation, self.duration_ms(), self.states.len() as u32 + 1);
+            muxer::mvhd(
+                o,
+                creation,
+                self.duration_ms(),
+                self.states.len() as u32 + 1,
+            );
             for (st, offs) in self.states.iter().zip(offsets) {
                 let t = &st.tables;
                 let ts = st.cfg.timescale;

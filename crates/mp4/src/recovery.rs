@@ -202,7 +202,11 @@ impl Recovery {
         for child in bmff::children(payload) {
             let (kind, data, _) = child.map_err(err)?;
             match &kind {
-                b"mfhd" => sequence = Reader::new(data.get(4..).unwrap_or(&[])).u32().map_err(err)?,
+                b"mfhd" => {
+                    sequence = Reader::new(data.get(4..).unwrap_or(&[]))
+                        .u32()
+                        .map_err(err)?
+                }
                 b"traf" => runs.push(self.parse_traf(data)?),
                 _ => return Err(err(format!("unexpected box in moof at byte {at}"))),
             }

@@ -103,11 +103,11 @@ impl Tables {
             return;
         };
         let t = &mut self.timeline;
-        if self.keep_samples {
-            if let (Some(last), Some(d)) = (t.last_dts, self.durations.last_mut()) {
-                // The last run's final duration was an estimate: now the real gap is known.
-                *d = dts0.saturating_sub(last).clamp(0, i64::from(u32::MAX)) as u32;
-            }
+        if let (true, Some(last), Some(d)) =
+            (self.keep_samples, t.last_dts, self.durations.last_mut())
+        {
+            // The last run's final duration was an estimate: now the real gap is known.
+            *d = dts0.saturating_sub(last).clamp(0, i64::from(u32::MAX)) as u32;
         }
         if self.keep_index && first.sync {
             let pts = dts0.saturating_add(i64::from(first.cto)).max(0) as u64;
@@ -131,7 +131,8 @@ impl Tables {
                     _ => self.ctts.push((1, s.cto)),
                 }
                 if self.video && s.sync {
-                    self.syncs.push((self.sizes.len()).min(u32::MAX as usize) as u32);
+                    self.syncs
+                        .push((self.sizes.len()).min(u32::MAX as usize) as u32);
                 }
             }
             if i + 1 < samples.len() {

@@ -90,8 +90,10 @@ pub fn mux(body: &[u8], options: Options, limit: Option<u64>, finish: bool) -> (
                 Event::FragmentEnd(_) => ended += 1,
                 _ => {}
             }
-            if let Some((track, buf, size)) = &block {
-                if buf.len() as u64 == *size {
+            if let Some((track, buf, size)) = &block
+                && buf.len() as u64 == *size
+            {
+                {
                     let head = (buf[0].leading_zeros() as usize + 1) + 3;
                     fed.push((*track, buf[head..].to_vec()));
                     block = None;
@@ -153,7 +155,11 @@ pub fn mkv_reference(body: &[u8]) -> Vec<u8> {
 
 pub fn run(cmd: &mut Command) -> (String, String) {
     let out = cmd.output().expect("runs");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -192,7 +198,12 @@ pub fn hashes(path: &Path) -> Vec<Vec<String>> {
 /// Per stream, (codec type, start time in seconds); and the format duration.
 pub fn streams(path: &Path) -> (Vec<(String, f64)>, f64) {
     let (o, _) = run(Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_type,start_time:format=duration"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,start_time:format=duration",
+        ])
         .args(["-of", "csv=p=0"])
         .arg(path));
     let mut s = Vec::new();
@@ -211,13 +222,23 @@ pub fn streams(path: &Path) -> (Vec<(String, f64)>, f64) {
 /// The format tags ffprobe shows.
 pub fn tags(path: &Path) -> String {
     run(Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format_tags", "-of", "default=nw=1"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format_tags",
+            "-of",
+            "default=nw=1",
+        ])
         .arg(path))
     .0
 }
 
 /// Samples as shiguredo_mp4's fMP4 file demuxer reads them: (track id, dts, cto, key, bytes).
-pub fn demux_fmp4(file: &[u8]) -> Vec<(u32, u64, Option<i64>, bool, Vec<u8>)> {
+/// (track id, dts, composition offset, keyframe, bytes).
+pub type Demuxed = (u32, u64, Option<i64>, bool, Vec<u8>);
+
+pub fn demux_fmp4(file: &[u8]) -> Vec<Demuxed> {
     use shiguredo_mp4::demux::{DemuxError, Fmp4FileDemuxer, Input};
     // shiguredo_mp4 reads no mfra: leave it out.
     let mut file = file;

@@ -12,8 +12,23 @@ use common::*;
 fn make(dir: &Path, name: &str, delay: &str, video: &[&str], audio: &[&str]) -> Vec<u8> {
     let path = dir.join(name);
     run(Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-itsoffset", delay, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+        ])
+        .args([
+            "-itsoffset",
+            delay,
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+        ])
         .args(["-t", "6"])
         .args(video)
         .args(audio)
@@ -35,14 +50,24 @@ fn judge(dir: &Path, name: &str, source: &[u8]) {
     let pipe = dir.join(format!("{name}.pipe.mp4"));
     std::fs::write(&pipe, &piped.bytes).unwrap();
 
-    assert_eq!(demux_fmp4(&file.bytes).len(), fed.len(), "{name}: samples = blocks");
+    assert_eq!(
+        demux_fmp4(&file.bytes).len(),
+        fed.len(),
+        "{name}: samples = blocks"
+    );
     let want = hashes(&reference);
     for path in [&frag, &fast, &pipe] {
         assert_clean(path);
         let got = hashes(path);
         assert_eq!(got.len(), want.len(), "{}", path.display());
         for (s, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(g == w, "{}: stream {s}: {} vs {} packets", path.display(), g.len(), w.len());
+            assert!(
+                g == w,
+                "{}: stream {s}: {} vs {} packets",
+                path.display(),
+                g.len(),
+                w.len()
+            );
         }
     }
     // The offset the blocks say (ffprobe's Matroska start times also subtract CodecDelay).
@@ -65,8 +90,16 @@ fn judge(dir: &Path, name: &str, source: &[u8]) {
         );
         // ffmpeg's mov demuxer adds a late track's start to its tfdt-based end, so the
         // fragmented file is judged by the muxer's figure (written to mehd) instead.
-        let duration = if path == &fast { duration } else { m.duration_ms() as f64 / 1000.0 };
-        assert!((duration - ref_duration).abs() <= 0.04, "{}: duration {duration}", path.display());
+        let duration = if path == &fast {
+            duration
+        } else {
+            m.duration_ms() as f64 / 1000.0
+        };
+        assert!(
+            (duration - ref_duration).abs() <= 0.04,
+            "{}: duration {duration}",
+            path.display()
+        );
     }
     // Reading from a pipe.
     let (o, e) = run(Command::new("sh").arg("-c").arg(format!(
@@ -109,7 +142,9 @@ fn h264_aac_with_b_frames() {
         dir.path(),
         "h264.mkv",
         "0.5",
-        &["-c:v", "libx264", "-g", "25", "-bf", "2", "-pix_fmt", "yuv420p"],
+        &[
+            "-c:v", "libx264", "-g", "25", "-bf", "2", "-pix_fmt", "yuv420p",
+        ],
         &["-c:a", "aac"],
     );
     judge(dir.path(), "h264", &src);
@@ -125,7 +160,12 @@ fn h265_aac_with_b_frames() {
         dir.path(),
         "h265.mkv",
         "0",
-        &["-c:v", "libx265", "-x265-params", "keyint=25:min-keyint=25:bframes=3:log-level=error"],
+        &[
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "keyint=25:min-keyint=25:bframes=3:log-level=error",
+        ],
         &["-c:a", "aac", "-ac", "1"],
     );
     judge(dir.path(), "h265", &src);

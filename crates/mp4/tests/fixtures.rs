@@ -7,7 +7,10 @@ use common::*;
 #[test]
 fn captures_round_trip_sample_for_sample() {
     let Some(dir) = fixtures() else { return };
-    for name in ["output_get_media.mkv", "kinesis_video_renderer_example_output.mkv"] {
+    for name in [
+        "output_get_media.mkv",
+        "kinesis_video_renderer_example_output.mkv",
+    ] {
         let body = std::fs::read(dir.join(name)).unwrap();
         for (seekable, faststart) in [(true, true), (false, false)] {
             let (m, file, fed) = mux(&body, opts(seekable, faststart), None, true);
@@ -27,7 +30,10 @@ fn captures_round_trip_sample_for_sample() {
                 let mut n = 0;
                 while let Some(s) = d.next_sample().expect("progressive demux") {
                     let at = s.data_offset as usize;
-                    assert!(progressive[at..at + s.data_size] == fed[n].1[..], "{name}: {n}");
+                    assert!(
+                        progressive[at..at + s.data_size] == fed[n].1[..],
+                        "{name}: {n}"
+                    );
                     n += 1;
                 }
                 assert_eq!(n, fed.len());
@@ -52,7 +58,10 @@ fn a_codec_mp4_cannot_carry_is_refused_by_name() {
     }
     let refused = refused.expect("refused");
     assert_eq!(refused, mp4::Refusal::Codec("V_MS/VFW/FOURCC".into()));
-    assert_eq!(refused.to_string(), "MP4 cannot carry codec V_MS/VFW/FOURCC");
+    assert_eq!(
+        refused.to_string(),
+        "MP4 cannot carry codec V_MS/VFW/FOURCC"
+    );
     assert!(!m.finish());
 }
 
@@ -82,6 +91,10 @@ fn ffprobe_reads_captures_cleanly() {
         assert_eq!(hashes(&fast), hashes(&reference), "{name}");
         let t = tags(&frag);
         assert!(t.contains("KVS_FRAGMENTS="), "{name}: {t}");
-        eprintln!("{name}: {} fragments, {} ms, tags:\n{t}", m.fragments(), m.duration_ms());
+        eprintln!(
+            "{name}: {} fragments, {} ms, tags:\n{t}",
+            m.fragments(),
+            m.duration_ms()
+        );
     }
 }
