@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::faults::CallFault;
+use crate::faults::{CallFault, FragmentFault};
 use crate::fragment::StoredFragment;
 
 /// The access key the emulator accepts unless told otherwise.
@@ -65,8 +65,10 @@ pub struct Stream {
     /// Repeat `faults` for ever: call `i` gets `faults[i % faults.len()]`, so that "every call
     /// is cut after N bytes" is one fault.
     pub fault_cycle: bool,
-    /// Refuse more than 5 GetMedia calls per second (ClientLimitExceededException) and more
-    /// than 3 open GetMedia bodies (ConnectionLimitExceededException), like the service.
+    /// Apply the service's per-stream limits, each API with its own budget: more than 5 calls
+    /// per second of GetMedia, ListFragments or GetMediaForFragmentList get
+    /// ClientLimitExceededException; more than 3 open GetMedia bodies or 5 open
+    /// GetMediaForFragmentList bodies get ConnectionLimitExceededException.
     pub enforce_limits: bool,
     /// Fragments whose server timestamp is further than this behind the stream's clock are
     /// gone (the stream's clock: the end of its last fragment for an archive, the live clock
@@ -83,6 +85,24 @@ pub struct Stream {
     /// A GetMedia body ends (cleanly, possibly mid-fragment) this long after the call, standing
     /// in for the service's ~45-minute cut.
     pub max_session: Option<Duration>,
+    /// Listing is eventually consistent: a fragment ingested while the emulator runs is listed by
+    /// ListFragments, and served by GetMediaForFragmentList, only this long after it arrived
+    /// (the service's "typically less than one second"). Fragments the stream held before the
+    /// emulator started (an archive, a live stream's backlog) are visible at once.
+    pub visibility_delay: Duration,
+    /// ListFragments returns its fragments in a deterministic shuffle, within and across pages,
+    /// because the service promises no order; off: ingestion order, for readable test failures.
+    pub shuffle_listings: bool,
+    /// Per-connection bandwidth cap in bytes per second for GetMedia and
+    /// GetMediaForFragmentList bodies (the service's is 25 MB/s); `None`: as fast as possible.
+    pub bandwidth: Option<u64>,
+    /// Fragments that GetMediaForFragmentList cannot serve for a while, or ever.
+    pub fragment_faults: Vec<FragmentFault>,
+    /// Open GetMediaForFragmentList connections another consumer holds on this stream: they
+    /// count against its limit of 5 (and turn that limit on even without `enforce_limits`).
+    pub held_connections: usize,
+    /// DescribeStream's and ListStreams' `MediaType`.
+    pub media_type: String,
 }
 
 /// How a live stream receives its fragments.
@@ -111,6 +131,12 @@ impl Stream {
             reject_unknown_tokens: false,
             idle_close: Duration::from_secs(3),
             max_session: None,
+            visibility_delay: Duration::ZERO,
+            shuffle_listings: true,
+            bandwidth: None,
+            fragment_faults: Vec::new(),
+            held_connections: 0,
+            media_type: "video/h264".into(),
         }
     }
 
@@ -123,10 +149,11 @@ impl Stream {
         }
     }
 
-    /// `arn:aws:kinesisvideo:<region>:123456789012:stream/<name>/1700000000000`.
+    /// `arn:aws:kinesisvideo:<region>:123456789012:stream/<name>/1700000000000`: the last
+    /// part is the creation time, as in real stream ARNs.
     pub fn arn(&self) -> String {
         format!(
-            "arn:aws:kinesisvideo:{}:123456789012:stream/{}/1700000000000",
+            "arn:aws:kinesisvideo:{}:123456789012:stream/{}/{CREATION_MS}",
             self.region, self.name
         )
     }
@@ -157,9 +184,25 @@ impl Stream {
                 self.name, live.speed
             ));
         }
+        if self.bandwidth == Some(0) {
+            return Err(format!(
+                "stream {}: a bandwidth cap must be at least 1 byte/s",
+                self.name
+            ));
+        }
+        let count = self.fragments.len();
+        if let Some(fault) = self.fragment_faults.iter().find(|f| f.fragment() >= count) {
+            return Err(format!(
+                "stream {}: {fault:?} names a fragment past the last one ({count} fragments)",
+                self.name
+            ));
+        }
         Ok(())
     }
 }
+
+/// Every stream's creation time (epoch ms), in its ARN and DescribeStream.
+pub(crate) const CREATION_MS: i64 = 1_700_000_000_000;
 
 /// The service's StreamName constraint.
 pub(crate) fn is_stream_name(name: &str) -> bool {

@@ -39,22 +39,22 @@ impl ApiError {
         )
     }
 
-    pub fn client_limit(stream: &str) -> Self {
+    /// Too many calls of `api` (e.g. `GetMedia`) per second on a stream.
+    pub fn client_limit(api: &str, stream: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "ClientLimitExceededException",
-            format!(
-                "Limit exceeded on number of requests for GetMedia API for resource '{stream}'"
-            ),
+            format!("Limit exceeded on number of requests for {api} API for resource '{stream}'"),
         )
     }
 
-    pub fn connection_limit(stream: &str) -> Self {
+    /// Too many open `api` bodies on a stream.
+    pub fn connection_limit(api: &str, stream: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "ConnectionLimitExceededException",
             format!(
-                "Limit exceeded on number of connections for GetMedia API for resource '{stream}'"
+                "Limit exceeded on number of connections for {api} API for resource '{stream}'"
             ),
         )
     }

@@ -1,4 +1,4 @@
-//! Scripted failures and the service's per-stream GetMedia limits: what a client must survive.
+//! Scripted failures and the service's per-stream, per-API limits: what a client must survive.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -45,10 +45,88 @@ pub enum CallFault {
     ExpiredToken,
 }
 
-/// GetMedia calls allowed per stream per second.
+/// What happens to one fragment when GetMediaForFragmentList asks for it. The fragment is still
+/// listed by ListFragments: these are the service's "listed, but not (yet) readable" cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FragmentFault {
+    /// The fragment at `fragment` (an index into [`crate::Stream::fragments`]) answers the
+    /// in-band FRAGMENT_NOT_FOUND the first `times` times it is requested, then is served: the
+    /// eventual consistency a client meets on a fragment it listed (aws-sdk-js #3217), which a
+    /// retry gets past.
+    NotFoundFirst { fragment: usize, times: usize },
+    /// The fragment at `fragment` always answers FRAGMENT_NOT_FOUND: a loss, which a client must
+    /// report rather than retry for ever.
+    Lost { fragment: usize },
+}
+
+impl FragmentFault {
+    /// The index of the fragment it is about.
+    pub fn fragment(&self) -> usize {
+        match *self {
+            FragmentFault::NotFoundFirst { fragment, .. } | FragmentFault::Lost { fragment } => {
+                fragment
+            }
+        }
+    }
+}
+
+/// The per-stream APIs whose calls the service limits, each with its own budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    GetMedia,
+    ListFragments,
+    GetMediaForFragmentList,
+}
+
+impl Api {
+    pub const ALL: [Api; 3] = [
+        Api::GetMedia,
+        Api::ListFragments,
+        Api::GetMediaForFragmentList,
+    ];
+
+    /// The name the service's limit messages use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::GetMedia => "GetMedia",
+            Api::ListFragments => "ListFragments",
+            Api::GetMediaForFragmentList => "GetMediaForFragmentList",
+        }
+    }
+
+    /// The limits that apply to this API on a stream (DOC-limits): 5 calls/s for each; 3 open
+    /// GetMedia bodies, 5 open GetMediaForFragmentList bodies, of which `held` are taken by
+    /// another consumer. `enforce` turns the whole table on; `held` alone turns on the
+    /// connection limit it reduces, so that the fault works without the rate limit.
+    pub fn limits(self, enforce: bool, held: usize) -> Limits {
+        let calls_per_second = enforce.then_some(CALLS_PER_SECOND);
+        let connections = match self {
+            Api::GetMedia => enforce.then_some(GET_MEDIA_CONNECTIONS),
+            Api::ListFragments => None,
+            Api::GetMediaForFragmentList => {
+                (enforce || held > 0).then(|| FRAGMENT_LIST_CONNECTIONS.saturating_sub(held))
+            }
+        };
+        Limits {
+            calls_per_second,
+            connections,
+        }
+    }
+}
+
+/// Calls allowed per stream per second, for each API.
 const CALLS_PER_SECOND: usize = 5;
 /// Open GetMedia bodies allowed per stream.
-const CONNECTIONS: usize = 3;
+const GET_MEDIA_CONNECTIONS: usize = 3;
+/// Open GetMediaForFragmentList bodies allowed per stream.
+const FRAGMENT_LIST_CONNECTIONS: usize = 5;
+
+/// What a call book refuses; `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub calls_per_second: Option<usize>,
+    pub connections: Option<usize>,
+}
 
 /// Why a call was refused by the service's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +135,7 @@ pub enum Refusal {
     Connections,
 }
 
-/// One stream's GetMedia calls: how many there were, which were recent, which are still open.
+/// One stream's calls of one API: how many there were, which were recent, which are still open.
 #[derive(Debug, Default)]
 pub struct CallBook {
     calls: usize,
@@ -67,14 +145,11 @@ pub struct CallBook {
 }
 
 impl CallBook {
-    /// Numbers a new call and, when `enforce`, applies the limits to it. An admitted call must
-    /// be ended with [`CallBook::close`] once it is answered with a body.
-    pub fn admit(&mut self, now: Instant, enforce: bool) -> (usize, Result<(), Refusal>) {
+    /// Numbers a new call and applies `limits` to it. An admitted call that is answered with a
+    /// body must [`CallBook::open`] and later [`CallBook::close`] it.
+    pub fn admit(&mut self, now: Instant, limits: Limits) -> (usize, Result<(), Refusal>) {
         let index = self.calls;
         self.calls += 1;
-        if !enforce {
-            return (index, Ok(()));
-        }
         while self
             .recent
             .front()
@@ -82,13 +157,18 @@ impl CallBook {
         {
             self.recent.pop_front();
         }
-        if self.recent.len() >= CALLS_PER_SECOND {
+        if limits
+            .calls_per_second
+            .is_some_and(|max| self.recent.len() >= max)
+        {
             return (index, Err(Refusal::Rate));
         }
-        if self.open >= CONNECTIONS {
+        if limits.connections.is_some_and(|max| self.open >= max) {
             return (index, Err(Refusal::Connections));
         }
-        self.recent.push_back(now);
+        if limits.calls_per_second.is_some() {
+            self.recent.push_back(now);
+        }
         (index, Ok(()))
     }
 
@@ -112,21 +192,29 @@ mod tests {
         let mut book = CallBook::default();
         let now = Instant::now();
         for i in 0..20 {
-            assert_eq!(book.admit(now, false), (i, Ok(())));
+            assert_eq!(book.admit(now, Limits::default()), (i, Ok(())));
         }
     }
+
+    const GET_MEDIA: Limits = Limits {
+        calls_per_second: Some(5),
+        connections: Some(3),
+    };
 
     #[test]
     fn five_calls_per_second() {
         let mut book = CallBook::default();
         let t0 = Instant::now();
         for _ in 0..5 {
-            assert_eq!(book.admit(t0, true).1, Ok(()));
+            assert_eq!(book.admit(t0, GET_MEDIA).1, Ok(()));
         }
-        assert_eq!(book.admit(t0, true).1, Err(Refusal::Rate));
+        assert_eq!(book.admit(t0, GET_MEDIA).1, Err(Refusal::Rate));
         let later = t0 + Duration::from_millis(999);
-        assert_eq!(book.admit(later, true).1, Err(Refusal::Rate));
-        assert_eq!(book.admit(t0 + Duration::from_secs(1), true), (7, Ok(())));
+        assert_eq!(book.admit(later, GET_MEDIA).1, Err(Refusal::Rate));
+        assert_eq!(
+            book.admit(t0 + Duration::from_secs(1), GET_MEDIA),
+            (7, Ok(()))
+        );
     }
 
     #[test]
@@ -134,12 +222,44 @@ mod tests {
         let mut book = CallBook::default();
         let mut t = Instant::now();
         for _ in 0..3 {
-            assert_eq!(book.admit(t, true).1, Ok(()));
+            assert_eq!(book.admit(t, GET_MEDIA).1, Ok(()));
             book.open();
             t += Duration::from_secs(1);
         }
-        assert_eq!(book.admit(t, true).1, Err(Refusal::Connections));
+        assert_eq!(book.admit(t, GET_MEDIA).1, Err(Refusal::Connections));
         book.close();
-        assert_eq!(book.admit(t, true).1, Ok(()));
+        assert_eq!(book.admit(t, GET_MEDIA).1, Ok(()));
+    }
+
+    #[test]
+    fn each_api_has_its_limits() {
+        assert_eq!(Api::GetMedia.limits(true, 0), GET_MEDIA);
+        assert_eq!(Api::GetMedia.limits(false, 2), Limits::default());
+        assert_eq!(
+            Api::ListFragments.limits(true, 0),
+            Limits {
+                calls_per_second: Some(5),
+                connections: None
+            }
+        );
+        assert_eq!(
+            Api::GetMediaForFragmentList.limits(true, 2),
+            Limits {
+                calls_per_second: Some(5),
+                connections: Some(3)
+            }
+        );
+        // Another consumer's connections count even when the rate limit is off.
+        assert_eq!(
+            Api::GetMediaForFragmentList.limits(false, 4),
+            Limits {
+                calls_per_second: None,
+                connections: Some(1)
+            }
+        );
+        assert_eq!(
+            Api::GetMediaForFragmentList.limits(false, 0),
+            Limits::default()
+        );
     }
 }

@@ -31,8 +31,9 @@ pub struct StoredFragment {
 
 #[derive(Clone)]
 enum Body {
-    /// A chunk cut from a capture, served byte for byte (its closing tags included).
-    Verbatim(Bytes),
+    /// A chunk cut from a capture, served byte for byte (its closing tags included), and the
+    /// length of it before those closing tags.
+    Verbatim(Bytes, usize),
     /// A chunk the emulator built, up to the end of its cluster. The closing tags depend on the
     /// stream head at the moment it is served, so they are added then.
     Built(Vec<Bytes>),
@@ -42,7 +43,7 @@ enum Body {
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Body::Verbatim(chunk) => write!(f, "Verbatim({} bytes)", chunk.len()),
+            Body::Verbatim(chunk, _) => write!(f, "Verbatim({} bytes)", chunk.len()),
             Body::Built(parts) => {
                 let sizes: Vec<usize> = parts.iter().map(Bytes::len).collect();
                 write!(f, "Built({sizes:?} bytes + closing tags)")
@@ -54,7 +55,8 @@ impl fmt::Debug for Body {
 impl StoredFragment {
     /// A fragment served byte for byte: `chunk` already ends with its KVS closing tags.
     pub(crate) fn verbatim(meta: Meta, chunk: Bytes) -> Self {
-        Self::new(meta, Body::Verbatim(chunk))
+        let archived = tags::without_post_tags(&chunk);
+        Self::new(meta, Body::Verbatim(chunk, archived))
     }
 
     fn new(meta: Meta, body: Body) -> Self {
@@ -108,12 +110,29 @@ impl StoredFragment {
     /// The chunk as a few shared buffers, so that serving does not copy the media.
     pub(crate) fn pieces(&self, millis_behind_now: u64) -> Vec<Bytes> {
         match &self.body {
-            Body::Verbatim(chunk) => vec![chunk.clone()],
+            Body::Verbatim(chunk, _) => vec![chunk.clone()],
             Body::Built(parts) => {
                 let mut pieces = parts.clone();
                 pieces.push(tags::post_tags(millis_behind_now, &self.number).into());
                 pieces
             }
+        }
+    }
+
+    /// The chunk as GetMediaForFragmentList sends it: GetMedia's chunk without the closing tags
+    /// (MILLIS_BEHIND_NOW and CONTINUATION_TOKEN mean nothing outside a GetMedia session).
+    pub(crate) fn archived_pieces(&self) -> Vec<Bytes> {
+        match &self.body {
+            Body::Verbatim(chunk, archived) => vec![chunk.slice(..*archived)],
+            Body::Built(parts) => parts.clone(),
+        }
+    }
+
+    /// The size of [`StoredFragment::archived_pieces`]: ListFragments' FragmentSizeInBytes.
+    pub fn archived_size(&self) -> u64 {
+        match &self.body {
+            Body::Verbatim(_, archived) => *archived as u64,
+            Body::Built(parts) => parts.iter().map(|p| p.len() as u64).sum(),
         }
     }
 }

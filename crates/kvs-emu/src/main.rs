@@ -10,8 +10,9 @@ use kvs_emu::{
     from_capture, from_mkv, is_capture, synthetic,
 };
 
-/// A local Amazon Kinesis Video Streams emulator (GetDataEndpoint + GetMedia, and STS
-/// AssumeRole for any role), for trying and testing clients without AWS.
+/// A local Amazon Kinesis Video Streams emulator (GetDataEndpoint, DescribeStream, ListStreams,
+/// GetMedia, ListFragments, GetMediaForFragmentList, and STS AssumeRole for any role), for
+/// trying and testing clients without AWS.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -48,6 +49,14 @@ struct Cli {
     /// Region in the stream ARNs and in the suggested client command
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// Cap every GetMedia and GetMediaForFragmentList connection at this many bytes per second
+    /// (e.g. 25MB, the service's cap; default: no cap)
+    #[arg(long, value_name = "BYTES_PER_SECOND", value_parser = parse_rate)]
+    bandwidth: Option<u64>,
+    /// List (ListFragments) and serve (GetMediaForFragmentList) a live fragment only this long
+    /// after it arrived, like the service's eventually consistent archive (e.g. 800ms)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    visibility_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +116,14 @@ fn parse_size(arg: &str) -> Result<usize, String> {
     usize::try_from(size).map_err(|_| format!("{arg} is too large"))
 }
 
+/// A size per second, at least 1 byte.
+fn parse_rate(arg: &str) -> Result<u64, String> {
+    match parse_size(arg)? {
+        0 => Err("the bandwidth must be at least 1 byte per second".into()),
+        n => u64::try_from(n).map_err(|_| format!("{arg} is too large")),
+    }
+}
+
 fn parse_duration(arg: &str) -> Result<Duration, String> {
     let duration: jiff::SignedDuration = arg.parse().map_err(|e| format!("{e}"))?;
     Duration::try_from(duration).map_err(|_| format!("{arg} is negative"))
@@ -151,6 +168,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         };
         stream.region.clone_from(&cli.region);
         stream.idle_close = cli.idle_close;
+        stream.bandwidth = cli.bandwidth;
+        stream.visibility_delay = cli.visibility_delay;
         streams.push(stream);
     }
     let summary: Vec<String> = streams.iter().map(|s| describe(s, cli)).collect();
@@ -338,8 +357,15 @@ mod tests {
             "10",
             "--idle-close",
             "300ms",
+            "--bandwidth",
+            "25MB",
+            "--visibility-delay",
+            "800ms",
         ])
         .unwrap();
+        assert_eq!(cli.bandwidth, Some(25_000_000));
+        assert_eq!(cli.visibility_delay, Duration::from_millis(800));
+        assert!(Cli::try_parse_from(["kvs-emu", "--bandwidth", "0"]).is_err());
         assert!(matches!(cli.streams[0].source, Source::Synthetic(60)));
         assert!(matches!(cli.streams[1].source, Source::Synthetic(5)));
         assert!(matches!(&cli.streams[2].source, Source::File(p) if p.ends_with("x.mkv")));

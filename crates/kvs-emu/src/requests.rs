@@ -9,15 +9,17 @@ use serde::Serialize;
 /// Which listener a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Plane {
-    /// The endpoint clients are configured with (GetDataEndpoint).
+    /// The endpoint clients are configured with (GetDataEndpoint, DescribeStream, ListStreams).
     Control,
-    /// The endpoint GetDataEndpoint returns (GetMedia).
+    /// The endpoint GetDataEndpoint returns (GetMedia, ListFragments, GetMediaForFragmentList).
     Data,
 }
 
-/// How a GetMedia body ended.
+/// How a GetMedia or GetMediaForFragmentList body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum BodyEnd {
+    /// Every chunk a GetMediaForFragmentList call asked for was sent: a clean end.
+    Complete,
     /// No new fragment within the stream's `idle_close`: a clean end.
     Idle,
     /// The stream's `max_session` was reached: a clean end.
@@ -33,8 +35,9 @@ pub enum BodyEnd {
 /// One logged request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Request {
-    /// `GetDataEndpoint`, `GetMedia`, the `Action` of an STS request (`AssumeRole`), or the path
-    /// of anything else.
+    /// `GetDataEndpoint`, `DescribeStream`, `ListStreams`, `GetMedia`, `ListFragments`,
+    /// `GetMediaForFragmentList`, the `Action` of an STS request (`AssumeRole`), or the path of
+    /// anything else.
     pub operation: String,
     pub plane: Plane,
     /// The JSON body (`Null` when it was not JSON); for an STS request, its form fields as an
@@ -42,7 +45,8 @@ pub struct Request {
     pub body: serde_json::Value,
     /// The stream the request resolved to, by name or ARN.
     pub stream: Option<String>,
-    /// For GetMedia: the call's number on its stream (which [`crate::CallFault`] applied).
+    /// For GetMedia, ListFragments and GetMediaForFragmentList: the call's number among that
+    /// API's calls on its stream (for GetMedia, which [`crate::CallFault`] applied).
     pub call_index: Option<usize>,
     pub status: u16,
     /// `x-amzn-ErrorType` of an error answer.
@@ -55,11 +59,12 @@ pub struct Request {
     pub region: Option<String>,
     /// When the request arrived, since the emulator started (monotonic).
     pub at: Duration,
-    /// Body bytes sent so far (GetMedia bodies update this while they stream).
+    /// Body bytes sent so far (GetMedia and GetMediaForFragmentList bodies update this while
+    /// they stream).
     pub bytes_sent: u64,
-    /// Complete fragments sent so far.
+    /// Complete fragments sent so far (in-band error chunks not counted).
     pub fragments_sent: usize,
-    /// How the GetMedia body ended; `None` while it streams, or when there was no body.
+    /// How the media body ended; `None` while it streams, or when there was no body.
     pub body_end: Option<BodyEnd>,
 }
 

@@ -59,13 +59,9 @@ impl Selector {
             Some(kind @ ("SERVER_TIMESTAMP" | "PRODUCER_TIMESTAMP")) => {
                 let value =
                     field("StartTimestamp").ok_or_else(|| missing("StartTimestamp", kind))?;
-                let ms = value
-                    .as_f64()
-                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e13)
-                    .map(|s| (s * 1000.0).round() as i64)
-                    .ok_or_else(|| {
-                        format!("StartTimestamp {value} is not a timestamp in epoch seconds.")
-                    })?;
+                let ms = epoch_ms(value).ok_or_else(|| {
+                    format!("StartTimestamp {value} is not a timestamp in epoch seconds.")
+                })?;
                 Ok(if kind == "SERVER_TIMESTAMP" {
                     Selector::ServerTimestamp(ms)
                 } else {
@@ -185,7 +181,17 @@ fn by_time(view: View<'_>, t: i64, start: fn(&StoredFragment) -> i64) -> usize {
         .map_or(view.fragments.len(), |i| view.oldest + i)
 }
 
-fn is_fragment_number(s: &str) -> bool {
+/// A JSON timestamp (epoch seconds, fraction allowed, as the SDKs write it) in epoch
+/// milliseconds, rounded to the nearest one.
+pub fn epoch_ms(value: &Value) -> Option<i64> {
+    value
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e13)
+        .map(|s| (s * 1000.0).round() as i64)
+}
+
+/// The model's FragmentNumberString: 1 to 128 decimal digits.
+pub fn is_fragment_number(s: &str) -> bool {
     (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -195,7 +201,8 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn pattern(path: &str, value: &Value, regex: &str) -> String {
+/// AWS's validation message for a member that does not match its pattern.
+pub fn pattern(path: &str, value: &Value, regex: &str) -> String {
     format!(
         "1 validation error detected: Value {value} at '{path}' failed to satisfy constraint: \
          Member must satisfy regular expression pattern: {regex}"

@@ -1,7 +1,8 @@
-//! The two HTTP listeners and their operations: GetDataEndpoint and STS AssumeRole on the control
-//! plane, GetMedia on the data plane. Every request is logged, signature-checked, then
-//! dispatched.
+//! The two HTTP listeners and their operations: GetDataEndpoint, DescribeStream, ListStreams and
+//! STS AssumeRole on the control plane; GetMedia, ListFragments and GetMediaForFragmentList on the
+//! data plane. Every request is logged, signature-checked, then dispatched.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -14,15 +15,17 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::archive;
 use crate::config::{Config, Stream, is_stream_name};
 use crate::credentials::{Identity, Keyring};
 use crate::error::ApiError;
-use crate::faults::{CallBook, CallFault, Refusal};
+use crate::faults::{Api, CallBook, CallFault, Refusal};
 use crate::query;
 use crate::requests::{Log, Plane, Request};
 use crate::selector::{Selector, View};
 use crate::session::Session;
 use crate::sigv4::{self, AuthError, Authorization};
+use crate::stream_info;
 use crate::sts::{self, Sts};
 use crate::timeline::Timeline;
 
@@ -38,7 +41,7 @@ pub struct Shared {
     pub log: Log,
     /// The emulator's start: the origin of live clocks and of logged times.
     pub started: Instant,
-    data_endpoint: String,
+    pub data_endpoint: String,
     request_ids: AtomicU64,
 }
 
@@ -47,27 +50,69 @@ pub struct Shared {
 pub struct StreamState {
     pub spec: Stream,
     pub timeline: Timeline,
-    calls: Mutex<CallBook>,
+    /// One call book per limited API, in [`Api::ALL`] order.
+    books: [Mutex<CallBook>; 3],
+    /// Fragment index by number (without leading zeros): GetMediaForFragmentList looks up to
+    /// 1000 numbers per call.
+    by_number: HashMap<String, usize>,
+    /// How many times GetMediaForFragmentList asked for each fragment index, for
+    /// [`crate::FragmentFault::NotFoundFirst`].
+    asked: Mutex<HashMap<usize, usize>>,
 }
 
 impl StreamState {
-    /// The stream's call book (a poisoned lock is still usable: it only holds counters).
-    pub fn calls(&self) -> MutexGuard<'_, CallBook> {
-        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    fn new(spec: Stream) -> Self {
+        let by_number = spec
+            .fragments
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (canonical_number(f.number()).to_owned(), i))
+            .collect();
+        StreamState {
+            timeline: Timeline::new(&spec),
+            spec,
+            books: Default::default(),
+            by_number,
+            asked: Mutex::default(),
+        }
+    }
+
+    /// The stream's call book for `api` (a poisoned lock is still usable: it only holds
+    /// counters).
+    pub fn calls(&self, api: Api) -> MutexGuard<'_, CallBook> {
+        let index = Api::ALL.iter().position(|&a| a == api).unwrap_or(0);
+        self.books[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The index of the fragment with this number, however many leading zeros it carries.
+    pub fn fragment_index(&self, number: &str) -> Option<usize> {
+        self.by_number.get(canonical_number(number)).copied()
+    }
+
+    /// Counts a request for fragment `index`; returns how many came before it.
+    pub fn ask(&self, index: usize) -> usize {
+        let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = asked.entry(index).or_insert(0);
+        *count += 1;
+        *count - 1
+    }
+}
+
+/// A fragment number without its leading zeros (numbers compare as integers).
+fn canonical_number(number: &str) -> &str {
+    let trimmed = number.trim_start_matches('0');
+    if trimmed.is_empty() && !number.is_empty() {
+        "0"
+    } else {
+        trimmed
     }
 }
 
 impl Shared {
     pub fn new(config: Config, log: Log, data_endpoint: String, started: Instant) -> Self {
-        let streams = config
-            .streams
-            .into_iter()
-            .map(|spec| StreamState {
-                timeline: Timeline::new(&spec),
-                spec,
-                calls: Mutex::default(),
-            })
-            .collect();
+        let streams = config.streams.into_iter().map(StreamState::new).collect();
         Shared {
             keys: Keyring::new(config.access_key, config.secret_key),
             roles: config.roles,
@@ -86,8 +131,33 @@ impl Shared {
         format!("00000000-0000-4000-8000-{n:012x}")
     }
 
+    /// Numbers a call of `api` on stream `index` (logged with the stream's name) and applies the
+    /// stream's limits for that API. An admitted call with a body opens and closes a connection
+    /// in [`StreamState::calls`].
+    pub fn admit(
+        &self,
+        index: usize,
+        api: Api,
+        entry: usize,
+        now: Instant,
+    ) -> Result<usize, ApiError> {
+        let stream = &self.streams[index];
+        let name = stream.spec.name.as_str();
+        let limits = api.limits(stream.spec.enforce_limits, stream.spec.held_connections);
+        let (call, admitted) = stream.calls(api).admit(now, limits);
+        self.log.update(entry, |r| {
+            r.stream = Some(name.to_owned());
+            r.call_index = Some(call);
+        });
+        admitted.map_err(|refusal| match refusal {
+            Refusal::Rate => ApiError::client_limit(api.name(), name),
+            Refusal::Connections => ApiError::connection_limit(api.name(), name),
+        })?;
+        Ok(call)
+    }
+
     /// The stream a request names with exactly one of StreamName and StreamARN.
-    fn find_stream(&self, body: &Value) -> Result<usize, ApiError> {
+    pub fn find_stream(&self, body: &Value) -> Result<usize, ApiError> {
         let name = body.get("StreamName").filter(|v| !v.is_null());
         let arn = body.get("StreamARN").filter(|v| !v.is_null());
         let found = match (name, arn) {
@@ -276,19 +346,41 @@ fn route(
         (Plane::Control, &Method::POST, "/getDataEndpoint") => {
             get_data_endpoint(shared, body, entry)
         }
+        (Plane::Control, &Method::POST, "/describeStream") => {
+            stream_info::describe_stream(shared, body, entry)
+        }
+        (Plane::Control, &Method::POST, "/listStreams") => stream_info::list_streams(shared, body),
         (Plane::Data, &Method::POST, "/getMedia") => get_media(shared, body, entry),
-        (_, &Method::POST, "/getDataEndpoint" | "/getMedia") => Err(ApiError::wrong_plane()),
+        (Plane::Data, &Method::POST, "/listFragments") => {
+            archive::list_fragments(shared, body, entry)
+        }
+        (Plane::Data, &Method::POST, "/getMediaForFragmentList") => {
+            archive::get_media_for_fragment_list(shared, body, entry)
+        }
+        (_, &Method::POST, path) if OPERATIONS.iter().any(|(p, _)| *p == path) => {
+            Err(ApiError::wrong_plane())
+        }
         _ => Err(ApiError::unknown_operation()),
     }
 }
 
+/// The operations the emulator answers, by path, with the names the log gives them.
+const OPERATIONS: [(&str, &str); 6] = [
+    ("/getDataEndpoint", "GetDataEndpoint"),
+    ("/describeStream", "DescribeStream"),
+    ("/listStreams", "ListStreams"),
+    ("/getMedia", "GetMedia"),
+    ("/listFragments", "ListFragments"),
+    ("/getMediaForFragmentList", "GetMediaForFragmentList"),
+];
+
 /// `GetDataEndpoint` for `/getDataEndpoint`, and so on; other paths as they are.
 fn operation_name(path: &str) -> String {
-    match path {
-        "/getDataEndpoint" => "GetDataEndpoint".into(),
-        "/getMedia" => "GetMedia".into(),
-        other => other.into(),
-    }
+    OPERATIONS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(path, |(_, name)| name)
+        .to_owned()
 }
 
 /// The API names GetDataEndpoint accepts.
@@ -328,30 +420,19 @@ fn get_data_endpoint(shared: &Shared, body: &Value, entry: usize) -> Result<Resp
 }
 
 fn get_media(shared: &Arc<Shared>, body: &Value, entry: usize) -> Result<Response, ApiError> {
-    if !body.is_object() {
-        return Err(ApiError::invalid_argument(
-            "The request body must be a JSON object.",
-        ));
-    }
+    require_object(body)?;
     let selector = Selector::parse(body).map_err(ApiError::invalid_argument)?;
     let index = shared.find_stream(body)?;
     let stream = &shared.streams[index];
     let name = stream.spec.name.as_str();
     let now = Instant::now();
-    let (call, admitted) = stream.calls().admit(now, stream.spec.enforce_limits);
-    shared.log.update(entry, |r| {
-        r.stream = Some(name.to_owned());
-        r.call_index = Some(call);
-    });
-    admitted.map_err(|refusal| match refusal {
-        Refusal::Rate => ApiError::client_limit(name),
-        Refusal::Connections => ApiError::connection_limit(name),
-    })?;
+    let call = shared.admit(index, Api::GetMedia, entry, now)?;
     let fault = stream.spec.fault(call);
+    let api = Api::GetMedia.name();
     match &fault {
         CallFault::Status500 => return Err(ApiError::internal()),
-        CallFault::Throttle => return Err(ApiError::client_limit(name)),
-        CallFault::ConnectionLimit => return Err(ApiError::connection_limit(name)),
+        CallFault::Throttle => return Err(ApiError::client_limit(api, name)),
+        CallFault::ConnectionLimit => return Err(ApiError::connection_limit(api, name)),
         CallFault::InvalidEndpoint => return Err(ApiError::invalid_endpoint()),
         CallFault::NotAuthorized => return Err(ApiError::not_authorized()),
         CallFault::ExpiredToken => return Err(ApiError::expired_token()),
@@ -382,7 +463,24 @@ fn get_media(shared: &Arc<Shared>, body: &Value, entry: usize) -> Result<Respons
     Ok(response)
 }
 
-fn json_response(body: String) -> Response {
+/// Every operation's body is a JSON object; anything else is refused as the service does.
+pub fn require_object(body: &Value) -> Result<(), ApiError> {
+    if body.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_argument(
+            "The request body must be a JSON object.",
+        ))
+    }
+}
+
+/// A request member that is present and not null (the SDKs leave unset members out; some
+/// clients send `null`).
+pub fn member<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
+    object.get(name).filter(|v| !v.is_null())
+}
+
+pub fn json_response(body: String) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -10,14 +10,15 @@ use bytes::Bytes;
 use futures_util::Stream as FutureStream;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::faults::CallFault;
+use crate::faults::{Api, CallFault};
+use crate::pace::Pace;
 use crate::requests::BodyEnd;
 use crate::selector::Start;
 use crate::server::Shared;
 use crate::tags;
 
 /// Largest piece handed to the connection at once.
-const PIECE: usize = 64 * 1024;
+pub const PIECE: usize = 64 * 1024;
 /// Pause before a scripted cut, so the connection flushes what was sent before it drops.
 const FLUSH: Duration = Duration::from_millis(20);
 /// ERROR_ID and ERROR_CODE of the service's "requested fragment is not found".
@@ -52,6 +53,8 @@ pub struct Session {
     deadline: Option<Instant>,
     /// The call, or the end of the last fragment sent: the idle timer's start.
     idle_since: Instant,
+    /// The stream's bandwidth cap, if it has one.
+    pace: Option<Pace>,
     ended: bool,
 }
 
@@ -76,7 +79,8 @@ impl Session {
             CallFault::Cut { after_bytes } => Some(after_bytes),
             _ => None,
         };
-        shared.streams[stream].calls().open();
+        let pace = spec.bandwidth.map(Pace::new);
+        shared.streams[stream].calls(Api::GetMedia).open();
         Session {
             stream,
             entry,
@@ -94,6 +98,7 @@ impl Session {
             end_when_drained: None,
             deadline,
             idle_since: now,
+            pace,
             ended: false,
             shared,
         }
@@ -127,8 +132,17 @@ impl Session {
                 self.finish(BodyEnd::MaxSession);
                 return None;
             }
-            if let Some(piece) = self.queue.pop_front() {
+            if let Some(mut piece) = self.queue.pop_front() {
+                if let Some(pace) = &self.pace
+                    && piece.len() > pace.piece(PIECE)
+                {
+                    let rest = piece.split_off(pace.piece(PIECE));
+                    self.queue.push_front(rest);
+                }
                 let piece = self.apply_faults(piece);
+                if let Some(pace) = &mut self.pace {
+                    pace.wait(piece.len()).await;
+                }
                 self.sent += piece.len() as u64;
                 if self.fragment_end.is_some_and(|end| end <= self.sent) {
                     self.fragment_end = None;
@@ -271,6 +285,8 @@ impl Drop for Session {
         if !self.ended {
             self.finish(BodyEnd::ClientGone);
         }
-        self.shared.streams[self.stream].calls().close();
+        self.shared.streams[self.stream]
+            .calls(Api::GetMedia)
+            .close();
     }
 }

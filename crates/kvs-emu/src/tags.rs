@@ -49,6 +49,31 @@ pub fn error_chunk(code: &str, error_id: u64, fragment_number: Option<&str>) -> 
     out
 }
 
+/// How much of a captured GetMedia chunk comes before its closing KVS tags: the whole chunk when
+/// it does not end with a Tags element holding MILLIS_BEHIND_NOW or CONTINUATION_TOKEN. Finding
+/// the last element that ends exactly at the chunk's end is enough: KVS writes those tags last.
+pub fn without_post_tags(chunk: &[u8]) -> usize {
+    let tags_id = id::TAGS.to_be_bytes();
+    let mut search = chunk.len();
+    while let Some(at) = chunk[..search].windows(4).rposition(|w| w == tags_id) {
+        search = at;
+        let Ok(Some(header)) = ebml::read_header(&chunk[at..]) else {
+            continue;
+        };
+        let ends_chunk = header
+            .size
+            .is_some_and(|size| (at + header.len) as u64 + size == chunk.len() as u64);
+        let element = &chunk[at..];
+        let closing = [MILLIS_BEHIND_NOW, CONTINUATION_TOKEN]
+            .iter()
+            .any(|name| element.windows(name.len()).any(|w| w == name.as_bytes()));
+        if ends_chunk && closing {
+            return at;
+        }
+    }
+    chunk.len()
+}
+
 /// KVS's timestamp text: epoch seconds with exactly three decimals (`1511852109.126`).
 pub fn seconds(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "" };
@@ -118,6 +143,18 @@ mod tests {
             ]
         );
         assert_eq!(bytes.len(), 8 + 0xA3);
+    }
+
+    #[test]
+    fn closing_tags_are_found_at_the_end_of_a_chunk() {
+        let mut chunk = mkv::writer::ebml_header();
+        chunk.extend_from_slice(&SEGMENT_UNKNOWN_SIZE);
+        chunk.extend(pre_tags(NUMBER, 1, 2));
+        let before = chunk.len();
+        chunk.extend(post_tags(15858, NUMBER));
+        assert_eq!(without_post_tags(&chunk), before);
+        assert_eq!(without_post_tags(&chunk[..before]), before);
+        assert_eq!(without_post_tags(&[]), 0);
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Timeline {
     clock: Option<(i64, f64)>,
     /// Stream time of an archive stream: the end of its last fragment.
     archive_now_ms: i64,
+    /// How many fragments the stream held before the emulator started (all of an archive, a
+    /// live stream's backlog): they were ingested long ago, so listing sees them at once.
+    settled: usize,
 }
 
 impl Timeline {
@@ -31,6 +34,7 @@ impl Timeline {
                 arrivals: vec![Duration::ZERO; fragments.len()],
                 clock: None,
                 archive_now_ms,
+                settled: fragments.len(),
             };
         };
         let speed = live.speed;
@@ -51,6 +55,7 @@ impl Timeline {
             arrivals,
             clock: Some((origin, speed)),
             archive_now_ms,
+            settled: live.backlog.min(fragments.len()),
         }
     }
 
@@ -62,6 +67,15 @@ impl Timeline {
     /// How many fragments have arrived `elapsed` after the emulator's start.
     pub fn arrived(&self, elapsed: Duration) -> usize {
         self.arrivals.partition_point(|&a| a <= elapsed)
+    }
+
+    /// How many fragments the archived-media APIs see `elapsed` after the emulator's start: those
+    /// that arrived at least `delay` ago, and every one the stream held before it started.
+    pub fn visible(&self, elapsed: Duration, delay: Duration) -> usize {
+        let seen = self
+            .arrivals
+            .partition_point(|&a| a.saturating_add(delay) <= elapsed);
+        seen.max(self.settled)
     }
 
     /// The stream's own clock (server epoch ms).
@@ -119,6 +133,8 @@ mod tests {
             3
         );
         assert_eq!(timeline.oldest(&stream.fragments, Duration::ZERO, None), 0);
+        // Stored before the emulator started: visible at once, whatever the delay.
+        assert_eq!(timeline.visible(Duration::ZERO, Duration::from_secs(5)), 5);
     }
 
     #[test]
@@ -141,5 +157,12 @@ mod tests {
         let timeline = Timeline::new(&stream);
         assert_eq!(timeline.arrived(Duration::ZERO), 4);
         assert_eq!(timeline.arrival(4), Some(Duration::from_secs(2)));
+        // The backlog is visible at once; fragment 3 arrived at the start, 4 at 2 s.
+        let delay = Duration::from_millis(500);
+        assert_eq!(timeline.visible(Duration::ZERO, delay), 3);
+        assert_eq!(timeline.visible(Duration::from_millis(500), delay), 4);
+        assert_eq!(timeline.visible(Duration::from_millis(2499), delay), 4);
+        assert_eq!(timeline.visible(Duration::from_millis(2500), delay), 5);
+        assert_eq!(timeline.visible(Duration::ZERO, Duration::ZERO), 4);
     }
 }

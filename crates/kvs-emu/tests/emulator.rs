@@ -498,7 +498,7 @@ async fn the_wire_format_matches_the_service() {
         wrong_plane.header("x-amzn-errortype"),
         Some("InvalidEndpointException")
     );
-    let unknown = raw_post(&emulator.endpoint(), "/listStreams", "{}").await;
+    let unknown = raw_post(&emulator.endpoint(), "/deleteStream", "{}").await;
     assert_eq!(unknown.status, 404);
     let unsigned_check = raw_post(
         &start(vec![archive("cam1", 1)]).endpoint(),
