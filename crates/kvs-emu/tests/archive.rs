@@ -808,9 +808,16 @@ async fn the_wire_format_matches_the_service() {
         ..archive("cam1", 5)
     };
     let stored = stream.fragments.clone();
+    let mut spec = SyntheticSpec {
+        fragments: 1,
+        ..SyntheticSpec::default()
+    };
+    spec.ingest.fragment_number_base = 1_000_000_000_000;
+    let other = Stream::archive("other", synthetic(&spec));
+    let foreign = other.fragments[0].number().to_owned();
     let emulator = Emulator::start(Config {
         verify_signatures: false,
-        streams: vec![stream],
+        streams: vec![stream, other],
         ..Config::default()
     })
     .unwrap();
@@ -966,6 +973,21 @@ async fn the_wire_format_matches_the_service() {
         assert!(answer.json()["Message"].is_string());
     }
 
+    // Another stream's fragment number: the request is refused, not answered in-band.
+    let request = format!(r#"{{"StreamName":"cam1","Fragments":["{foreign}"]}}"#);
+    let refused = raw_post(&data, "/getMediaForFragmentList", &request).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.header("x-amzn-errortype"),
+        Some("InvalidArgumentException")
+    );
+    assert!(
+        refused.json()["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Fragment numbers are invalid :")
+    );
+
     // DescribeStream's CreationTime is a Java double too.
     let described = raw_post(
         &control_endpoint,
@@ -1007,4 +1029,202 @@ async fn unsigned_archived_media_requests_are_refused() {
             "ListStreams"
         ]
     );
+}
+
+/// The AWS CLI on `PATH`, or why the test cannot use one: skipped on a developer machine without
+/// it, a failure under CI (where `CI` is set), which must have it.
+fn aws_cli() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("aws"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the AWS CLI (`aws`) is not on PATH; install it: python3 -m pip install awscli"
+        );
+        eprintln!("skipped: the AWS CLI (`aws`) is not on PATH");
+    }
+    found
+}
+
+/// Runs `aws ARGS` with the emulator's key and nothing from the user's own AWS setup; returns
+/// stdout, having checked the exit code.
+fn aws(cli: &std::path::Path, home: &std::path::Path, args: &[&str]) -> String {
+    let mut command = std::process::Command::new(cli);
+    for var in [
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command
+        .args(args)
+        .env("HOME", home)
+        .env("AWS_CONFIG_FILE", home.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-west-2")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "aws {args:?}: {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_aws_cli_reads_an_archived_range() {
+    let Some(cli) = aws_cli() else {
+        return;
+    };
+    let stream = archive("cam1", 40);
+    let stored = stream.fragments.clone();
+    let emulator = start(vec![stream, archive("door", 1)]);
+    let home = tempfile::tempdir().unwrap();
+    let control = emulator.endpoint();
+    let json = |text: String| -> Value { serde_json::from_str(&text).unwrap() };
+
+    let described = json(aws(
+        &cli,
+        home.path(),
+        &[
+            "--endpoint-url",
+            &control,
+            "kinesisvideo",
+            "describe-stream",
+            "--stream-name",
+            "cam1",
+        ],
+    ));
+    assert_eq!(described["StreamInfo"]["StreamName"], "cam1");
+    assert_eq!(described["StreamInfo"]["Status"], "ACTIVE");
+    let listed_streams = json(aws(
+        &cli,
+        home.path(),
+        &[
+            "--endpoint-url",
+            &control,
+            "kinesisvideo",
+            "list-streams",
+            "--stream-name-condition",
+            "ComparisonOperator=BEGINS_WITH,ComparisonValue=ca",
+        ],
+    ));
+    let names: Vec<&str> = listed_streams["StreamInfoList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["StreamName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cam1"]);
+
+    let endpoint = json(aws(
+        &cli,
+        home.path(),
+        &[
+            "--endpoint-url",
+            &control,
+            "kinesisvideo",
+            "get-data-endpoint",
+            "--stream-name",
+            "cam1",
+            "--api-name",
+            "LIST_FRAGMENTS",
+        ],
+    ));
+    let data = endpoint["DataEndpoint"].as_str().unwrap().to_owned();
+    assert_eq!(data, emulator.data_endpoint());
+
+    // Fragments 5 to 34 by server time, seven to a page: the CLI pages on its own. botocore
+    // sends timestamps in whole seconds (it drops the fraction), so the range is in whole
+    // seconds around the fragments' starts (which are at .150).
+    let selector = format!(
+        r#"{{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{{"StartTimestamp":{},"EndTimestamp":{}}}}}"#,
+        stored[5].server_ms().div_euclid(1000),
+        stored[34].server_ms().div_euclid(1000) + 1,
+    );
+    let listed = json(aws(
+        &cli,
+        home.path(),
+        &[
+            "--endpoint-url",
+            &data,
+            "kinesis-video-archived-media",
+            "list-fragments",
+            "--stream-name",
+            "cam1",
+            "--fragment-selector",
+            &selector,
+            "--page-size",
+            "7",
+        ],
+    ));
+    let mut numbers: Vec<String> = listed["Fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["FragmentNumber"].as_str().unwrap().to_owned())
+        .collect();
+    numbers.sort_by(|a, b| kvs_emu::cmp_fragment_numbers(a, b));
+    assert_eq!(numbers, stored_numbers(&stored[5..=34]));
+    for f in listed["Fragments"].as_array().unwrap() {
+        let size = f["FragmentSizeInBytes"].as_u64().unwrap();
+        assert!(stored.iter().any(|s| s.archived_size() == size));
+    }
+
+    let out = home.path().join("range.webm");
+    // The outfile goes first: the `--fragments` list would take it for a number.
+    let mut args = vec![
+        "--endpoint-url",
+        &data,
+        "kinesis-video-archived-media",
+        "get-media-for-fragment-list",
+        out.to_str().unwrap(),
+        "--stream-name",
+        "cam1",
+        "--fragments",
+    ];
+    args.extend(numbers[..10].iter().map(String::as_str));
+    let answer = json(aws(&cli, home.path(), &args));
+    assert_eq!(answer["ContentType"], "video/webm");
+    let body = std::fs::read(&out).unwrap();
+    let parsed = parse(&body);
+    assert_eq!(parsed.started, numbers[..10]);
+    assert!(parsed.errors.is_empty());
+    assert_ends_after(&parsed, Some(&numbers[9]));
+    let size: u64 = stored[5..15]
+        .iter()
+        .map(StoredFragment::archived_size)
+        .sum();
+    assert_eq!(body.len() as u64, size);
+
+    // Every CLI request was signed with the emulator's key and answered.
+    let log = emulator.requests();
+    // DescribeStream, ListStreams, GetDataEndpoint, the pages, GetMediaForFragmentList.
+    assert_eq!(log.len(), 3 + 30usize.div_ceil(7) + 1);
+    for request in &log {
+        assert_eq!(request.status, 200, "{request:?}");
+        assert_eq!(request.access_key.as_deref(), Some(ACCESS_KEY));
+    }
+    let pages = log
+        .iter()
+        .filter(|r| r.operation == "ListFragments")
+        .count();
+    assert_eq!(pages, 30usize.div_ceil(7));
 }
