@@ -187,12 +187,27 @@ pub struct Cli {
     pub force: bool,
 
     /// Start a new file every DURATION of media (cut at a fragment boundary)
+    ///
+    /// Segments end at multiples of DURATION on the clock (--segment 1h: on the hour). A name
+    /// that is taken already gets a suffix: NAME.1.mkv, NAME.2.mkv, ...
     #[arg(long, value_name = "DURATION", help_heading = "Output")]
     pub segment: Option<String>,
 
     /// Resume after the last fragment saved in PATH, and keep it up to date
+    ///
+    /// One run holds a state at a time (PATH.lock): another run of the same state exits with
+    /// code 6. With --segment, a segment the stream has not reached the end of yet stays open
+    /// as .part and the next run continues it.
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub state_file: Option<PathBuf>,
+
+    /// When another run holds the state file, wait up to DURATION for it instead of exiting
+    #[arg(long, value_name = "DURATION", help_heading = "Output")]
+    pub wait_lock: Option<String>,
+
+    /// Stop at the first fragment that cannot be read, instead of skipping it as a gap
+    #[arg(long, help_heading = "Behavior")]
+    pub strict: bool,
 
     /// Give up after N consecutive failed attempts (0: on the first failure)
     #[arg(

@@ -121,11 +121,22 @@ pub struct Stop {
     pub idle_timeout: Option<Duration>,
 }
 
-/// `--format`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// `--format` (as a state file saves it, too).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Mkv,
     Raw,
+}
+
+impl Format {
+    /// As `--format` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Mkv => "mkv",
+            Format::Raw => "raw",
+        }
+    }
 }
 
 /// Where the media goes (`-o`).
@@ -144,7 +155,7 @@ pub struct Output {
     pub format: Format,
     /// Replace existing files.
     pub force: bool,
-    /// Start a new file every this much media (always with `Target::File` and `Format::Mkv`).
+    /// Start a new file every this much media (always with `Target::File`).
     pub segment: Option<Duration>,
 }
 
@@ -172,6 +183,10 @@ pub struct Config {
     pub stop: Stop,
     pub output: Output,
     pub state_file: Option<PathBuf>,
+    /// `--wait-lock`: how long to wait for another run holding the state file.
+    pub wait_lock: Duration,
+    /// `--strict`: a fragment that cannot be read ends the run instead of being skipped.
+    pub strict: bool,
     pub max_retries: u32,
     pub progress: ProgressMode,
     pub verbose: u8,
@@ -276,6 +291,15 @@ impl Config {
                         "keep the state in its own file, e.g. --state-file cam1.json",
                     ));
                 }
+                if output.force
+                    && output.segment.is_none()
+                    && matches!(output.target, Target::File(_))
+                {
+                    return Err(usage(
+                        "--force with --state-file and a fixed -o would replace the file holding the fragments the state has moved past".into(),
+                        "give -o a template with --segment (e.g. 'cam-%Y%m%d-%H.mkv' --segment 1h), or drop --force",
+                    ));
+                }
                 Some(p)
             }
             None => None,
@@ -314,6 +338,13 @@ impl Config {
             stop,
             output,
             state_file,
+            wait_lock: cli
+                .wait_lock
+                .as_deref()
+                .map(|d| duration_flag("--wait-lock", d))
+                .transpose()?
+                .unwrap_or(Duration::ZERO),
+            strict: cli.strict,
             max_retries: cli.max_retries,
             progress,
             verbose: cli.verbose,
@@ -784,12 +815,6 @@ fn resolve_output(
                 "give -o a name template like 'cam1-%Y%m%dT%H%M%SZ.mkv'",
             ));
         }
-        if format == Format::Raw {
-            return Err(usage(
-                "--segment cannot be used with --format raw".into(),
-                "segments are written as Matroska files; drop --format raw",
-            ));
-        }
         if let (Target::File(template), Some(every)) = (&target, segment) {
             check_template(&template.to_string_lossy(), every)?;
         }
@@ -937,6 +962,8 @@ mod tests {
                     segment: None,
                 },
                 state_file: None,
+                wait_lock: Duration::ZERO,
+                strict: false,
                 max_retries: 10,
                 progress: ProgressMode::Bar,
                 verbose: 0,
@@ -1580,9 +1607,23 @@ mod tests {
     fn segment_refusals() {
         let msg = usage_err(resolve_stdout(&["--segment", "10m"], false));
         assert!(msg.contains("--segment") && msg.contains("-o -"), "{msg}");
-        let msg = err(&["--segment", "10m", "--format", "raw"]);
+        // Every format can be segmented.
+        let raw = [
+            "--stream-name",
+            "cam1",
+            "-o",
+            "{fragment}.raw",
+            "--segment",
+            "10m",
+            "--format",
+            "raw",
+        ];
+        let c = Config::resolve(cli(&raw), &Env::default(), now(), false).unwrap();
+        assert_eq!(c.output.format, Format::Raw);
+        // --force would replace the one file that holds what the state moved past.
+        let msg = err(&["--force", "--state-file", "s.json"]);
         assert!(
-            msg.contains("--segment") && msg.contains("--format raw"),
+            msg.contains("--force") && msg.contains("--state-file"),
             "{msg}"
         );
         // A name that cannot tell 10-minute segments apart, or that does not expand.

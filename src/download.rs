@@ -1,5 +1,5 @@
-//! The download loop: GetMedia bodies through the parser into a [`Writer`], fragment by
-//! fragment, until a stop condition holds. It reconnects after a dropped connection or a clean
+//! The download loop: GetMedia bodies through the parser into the [`Writer`], fragment by
+//! fragment, until a stop condition holds. It knows no output format. It reconnects after a dropped connection or a clean
 //! end of the body, from the last whole fragment, and never writes a fragment twice.
 
 use std::time::Duration;
@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use crate::aws::{Failure, MediaBody, MediaSource, Selector};
 use crate::config::{Clock, Config, End, Start};
 use crate::error::Error;
-use crate::output::{Accept, Writer};
 use crate::progress::{self, Report, Reporter, Summary};
 use crate::state::{self, State};
+use crate::writer::{Accept, WriteError, Writer};
 
 /// A terminating signal, as delivered through the shutdown channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,27 +133,53 @@ enum SessionEnd {
     Stop(Stopped),
 }
 
-/// How the raw body bytes of the current push are routed to the writer, so that a writer that
-/// copies bytes sees exactly the bytes of the events it is told about.
-struct Cursor<'a> {
-    chunk: &'a [u8],
-    /// Body offset of `chunk[0]`.
-    start: u64,
+/// Routes the raw body bytes to the writer, so that a format that copies bytes sees exactly
+/// the bytes of the events it is told about, and no byte the parser has not consumed yet.
+struct Cursor {
+    /// Bytes of earlier pushes the parser had not consumed: body offsets `routed..`.
+    carry: Vec<u8>,
     /// Body offset up to which bytes were handed to the writer.
     routed: u64,
 }
 
-impl Cursor<'_> {
-    fn route_to(&mut self, writer: &mut dyn Writer, offset: u64) -> Result<(), Error> {
-        if offset > self.routed {
-            let from = (self.routed - self.start) as usize;
-            let to = (offset - self.start) as usize;
-            writer
-                .body(&self.chunk[from..to])
-                .map_err(|e| Error::io("writing the output", e))?;
-            self.routed = offset;
+impl Cursor {
+    fn new() -> Cursor {
+        Cursor {
+            carry: Vec::new(),
+            routed: 0,
+        }
+    }
+
+    /// Hands the writer the bytes up to body offset `offset`; `chunk` holds the body from
+    /// offset `chunk_at`, right after the carried bytes.
+    fn route_to(
+        &mut self,
+        writer: &mut Writer,
+        offset: u64,
+        chunk: &[u8],
+        chunk_at: u64,
+    ) -> Result<(), Error> {
+        let io = |e| Error::io("writing the output", e);
+        if offset > self.routed && !self.carry.is_empty() {
+            let n = ((offset - self.routed) as usize).min(self.carry.len());
+            writer.body(&self.carry[..n]).map_err(io)?;
+            self.carry.drain(..n);
+            self.routed += n as u64;
+        }
+        if offset > self.routed && self.routed >= chunk_at {
+            let from = (self.routed - chunk_at) as usize;
+            let to = ((offset - chunk_at) as usize).min(chunk.len());
+            writer.body(&chunk[from..to]).map_err(io)?;
+            self.routed = chunk_at + to as u64;
         }
         Ok(())
+    }
+
+    /// Keeps the bytes of `chunk` not routed yet for the next push.
+    fn carry_rest(&mut self, chunk: &[u8], chunk_at: u64) {
+        let from = self.routed.saturating_sub(chunk_at) as usize;
+        self.carry
+            .extend_from_slice(&chunk[from.min(chunk.len())..]);
     }
 }
 
@@ -161,7 +187,9 @@ impl Cursor<'_> {
 pub struct Download<'a, S: MediaSource> {
     cfg: &'a Config,
     source: &'a mut S,
-    writer: &'a mut dyn Writer,
+    /// The region the stream is read from, for the state file.
+    region: &'a str,
+    writer: &'a mut Writer,
     reporter: &'a mut dyn Reporter,
     shutdown: watch::Receiver<Option<Signal>>,
     pacing: Pacing,
@@ -187,13 +215,19 @@ pub struct Download<'a, S: MediaSource> {
     gap_pending: bool,
     /// `--state-file`, saved after every fragment.
     state_file: Option<std::path::PathBuf>,
+    /// The fragment being read (written or skipped), for naming it when it cannot be read.
+    current: Option<String>,
+    /// Fragments that could not be read and were skipped, so that they are skipped quietly
+    /// when a reconnect brings them again.
+    unreadable: Vec<String>,
 }
 
 impl<'a, S: MediaSource> Download<'a, S> {
     pub fn new(
         cfg: &'a Config,
+        region: &'a str,
         source: &'a mut S,
-        writer: &'a mut dyn Writer,
+        writer: &'a mut Writer,
         reporter: &'a mut dyn Reporter,
         shutdown: watch::Receiver<Option<Signal>>,
         pacing: Pacing,
@@ -201,6 +235,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
         let committed_at_start = writer.committed();
         Download {
             cfg,
+            region,
             source,
             writer,
             reporter,
@@ -222,6 +257,8 @@ impl<'a, S: MediaSource> Download<'a, S> {
             started: Instant::now(),
             gap_pending: false,
             state_file: cfg.state_file.clone(),
+            current: None,
+            unreadable: Vec::new(),
         }
     }
 
@@ -466,6 +503,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
         let mut parser = Parser::new();
         self.skipping = false;
         let mut offset = 0u64;
+        let mut cursor = Cursor::new();
         let mut new_fragments = 0u64;
         let mut last_data = Instant::now();
         loop {
@@ -511,14 +549,22 @@ impl<'a, S: MediaSource> Download<'a, S> {
             };
             last_data = Instant::now();
             parser.push(&chunk);
-            let mut cursor = Cursor {
-                chunk: &chunk,
-                start: offset,
-                routed: offset,
-            };
+            let chunk_at = offset;
             offset += chunk.len() as u64;
-            while let Some((event, at)) = parser.next_event_at()? {
-                match self.handle(event, at, &mut cursor)? {
+            loop {
+                let (event, at) = match parser.next_event_at() {
+                    Ok(Some(next)) => next,
+                    Ok(None) => break,
+                    Err(e) if !self.cfg.strict => {
+                        self.unreadable_chunk(e)?;
+                        parser.resync();
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let mut route =
+                    |writer: &mut Writer, at| cursor.route_to(writer, at, &chunk, chunk_at);
+                match self.handle(event, at, &mut route)? {
                     Handled::Continue => {}
                     Handled::Fragment => {
                         new_fragments += 1;
@@ -533,8 +579,30 @@ impl<'a, S: MediaSource> Download<'a, S> {
                     }
                 }
             }
-            cursor.route_to(&mut *self.writer, offset)?;
+            cursor.route_to(self.writer, parser.position(), &chunk, chunk_at)?;
+            cursor.carry_rest(&chunk, chunk_at);
         }
+    }
+
+    /// The parser could not read what came: the fragment it was in (or the chunk before its
+    /// fragment started) is dropped and reported as a gap, and reading goes on at the next
+    /// chunk, so that one bad fragment does not stop this run or every run after it.
+    fn unreadable_chunk(&mut self, e: mkv::ParseError) -> Result<(), Error> {
+        let number = self.current.take();
+        self.discard()?;
+        if number.as_ref().is_some_and(|n| self.unreadable.contains(n)) {
+            return Ok(());
+        }
+        self.summary.gaps += 1;
+        self.reporter.report(&Report::Gap {
+            reason: match &number {
+                Some(n) => format!("fragment {n} could not be read and was skipped: {e}"),
+                None => format!("a chunk could not be read and was skipped: {e}"),
+            },
+            after_fragment: self.last.as_ref().map(|f| f.number.clone()),
+        });
+        self.unreadable.extend(number);
+        Ok(())
     }
 
     /// Records, durably, that `f` is in the output.
@@ -545,7 +613,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
         self.writer
             .sync()
             .map_err(|e| Error::io("syncing the output", e))?;
-        let state = State::after(self.cfg, f, self.writer.unfinished());
+        let state = State::after(self.cfg, self.region, f, self.writer.open_file());
         state::save(path, &state)
             .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
     }
@@ -558,6 +626,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
 
     fn discard(&mut self) -> Result<(), Error> {
         self.span = None;
+        self.current = None;
         self.skipping = false;
         self.writer
             .discard()
@@ -588,10 +657,10 @@ impl<S: MediaSource> Download<'_, S> {
         &mut self,
         event: Event<'_>,
         at: u64,
-        cursor: &mut Cursor<'_>,
+        route: &mut dyn FnMut(&mut Writer, u64) -> Result<(), Error>,
     ) -> Result<Handled, Error> {
         let io = |e| Error::io("writing the output", e);
-        cursor.route_to(&mut *self.writer, at)?;
+        route(self.writer, at)?;
         match &event {
             Event::EbmlHeader(_) => {
                 // A new chunk: its own Info and Tracks follow.
@@ -604,6 +673,7 @@ impl<S: MediaSource> Download<'_, S> {
             }
             Event::FragmentStart(f) => {
                 self.skipping = false;
+                self.current = Some(f.number.clone());
                 if self
                     .last
                     .as_ref()
@@ -618,7 +688,14 @@ impl<S: MediaSource> Download<'_, S> {
                 if reached_end(self.cfg, f) {
                     return Ok(Handled::Stop(Stopped::End));
                 }
-                if self.writer.accept(f).map_err(io)? == Accept::TrackChange {
+                let accepted = self.writer.accept(f).map_err(|e| match e {
+                    WriteError::Io(e) => io(e),
+                    WriteError::Unwritable { .. } => Error::Unwritable {
+                        format: self.cfg.output.format.name().into(),
+                        reason: e.to_string(),
+                    },
+                })?;
+                if accepted == Accept::TrackChange {
                     return Ok(Handled::Stop(Stopped::TrackChange {
                         fragment: f.number.clone(),
                     }));
@@ -638,22 +715,27 @@ impl<S: MediaSource> Download<'_, S> {
             }
             Event::FragmentEnd(_) if self.skipping => {
                 self.skipping = false;
+                self.current = None;
                 self.writer.event(&event).map_err(io)?;
                 return Ok(Handled::Continue);
             }
             Event::FragmentEnd(f) => {
+                self.current = None;
                 let before = self.writer.committed();
                 self.writer.event(&event).map_err(io)?;
                 let length = self.span.take().map_or(0, |span| span.length());
-                let length_ms =
-                    (i128::from(length) * i128::from(self.chunk_scale) / 1_000_000) as i64;
+                let length_ms = (i128::from(length) * i128::from(self.chunk_scale) / 1_000_000)
+                    .clamp(0, i128::from(i64::MAX)) as i64;
                 let first = *self.first_producer_ms.get_or_insert(f.producer_ms);
-                let end = (f.producer_ms + length_ms).max(self.media_end_ms.unwrap_or(i64::MIN));
+                let end = f
+                    .producer_ms
+                    .saturating_add(length_ms)
+                    .max(self.media_end_ms.unwrap_or(i64::MIN));
                 self.media_end_ms = Some(end);
                 let bytes = self.writer.committed() - before;
                 self.summary.fragments += 1;
                 self.summary.bytes = self.writer.committed() - self.committed_at_start;
-                self.summary.media_duration_ms = (end - first).max(0) as u64;
+                self.summary.media_duration_ms = end.saturating_sub(first).max(0) as u64;
                 self.reporter.report(&Report::Fragment {
                     number: f.number.clone(),
                     server_timestamp_ms: f.server_ms,
@@ -686,7 +768,7 @@ impl<S: MediaSource> Download<'_, S> {
                 // The error came inside a fragment: that fragment is not whole. Drop it, then
                 // handle the error as if it had come between fragments.
                 self.discard()?;
-                return self.handle(event, at, cursor);
+                return self.handle(event, at, route);
             }
             Event::ServiceError(e) if e.id == Some(4000) => {
                 // Fragments expired (retention) or never existed: a gap; the body goes on with

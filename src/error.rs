@@ -32,6 +32,18 @@ pub enum Error {
     #[error("gave up after {attempts} failed attempts in a row: {last}")]
     RetriesExhausted { attempts: u32, last: String },
 
+    /// Another run holds the state file or the output file (exit 6).
+    #[error("another kvs-dl run holds {}", lock.display())]
+    Locked { lock: std::path::PathBuf },
+
+    /// The output format cannot hold the stream's media, e.g. a codec MP4 cannot carry (exit 1).
+    #[error("cannot write {format}: {reason}")]
+    Unwritable { format: String, reason: String },
+
+    /// The run failed, and finishing its output failed after that (the first error's exit code).
+    #[error("{first}; then finishing the output failed too: {then}")]
+    Both { first: Box<Error>, then: Box<Error> },
+
     /// The service refused a parameter (InvalidArgumentException, exit 1).
     #[error("the service rejected the request for stream {stream}: {message}")]
     InvalidArgument { stream: String, message: String },
@@ -70,6 +82,14 @@ impl Error {
         }
     }
 
+    /// This error, and `then`, which happened while cleaning up after it.
+    pub fn and_then(self, then: Error) -> Self {
+        Error::Both {
+            first: Box::new(self),
+            then: Box::new(then),
+        }
+    }
+
     /// The exit code documented in the contract for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -77,7 +97,10 @@ impl Error {
             Error::Auth { .. } => 3,
             Error::StreamNotFound { .. } => 4,
             Error::RetriesExhausted { .. } => 5,
+            Error::Locked { .. } => 6,
+            Error::Both { first, .. } => first.exit_code(),
             Error::InvalidArgument { .. }
+            | Error::Unwritable { .. }
             | Error::Io { .. }
             | Error::Media(_)
             | Error::Other(_) => 1,
@@ -86,7 +109,11 @@ impl Error {
 
     /// The reader of `-o -` went away: not worth a message.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+        match self {
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::BrokenPipe,
+            Error::Both { first, .. } => first.is_broken_pipe(),
+            _ => false,
+        }
     }
 
     /// What the user can do about it, when there is something to say.
@@ -101,6 +128,11 @@ impl Error {
                 "check the network and the service; raise --max-retries to keep trying longer"
                     .into(),
             ),
+            Error::Locked { .. } => Some(
+                "it is still downloading: let it finish, or give --wait-lock DUR to wait for it"
+                    .into(),
+            ),
+            Error::Unwritable { .. } => Some("use --format mkv, which carries any codec".into()),
             _ => None,
         }
     }

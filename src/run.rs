@@ -5,20 +5,21 @@ use std::io::{IsTerminal, Write};
 use clap::CommandFactory;
 use tokio::sync::watch;
 
-use crate::aws::Kvs;
+use crate::aws::{Kvs, MediaSource};
 use crate::cli::{Invocation, Tool};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mkv::Fragment;
 
-use crate::config::{Clock, Config, Env, Format, ProgressMode, StreamId, Target, stream_name_of};
+use crate::config::{Config, Env, ProgressMode, StreamId, Target};
+use crate::destination::part_path;
 use crate::download::Stopped;
 use crate::download::{Download, Pacing, Signal};
+use crate::encoder::Options;
 use crate::error::Error;
-use crate::output::{MkvWriter, RawWriter, Segments, Writer, continue_leftover, finish_leftover};
 use crate::progress::{self, FileNamer, FileReport, Report, Reporter, Summary};
-use crate::sink::{FileSink, Sink, StdoutSink};
 use crate::state::{self, State};
+use crate::writer::{Names, OpenFile, Segments, Writer, finish_leftover, segment_name};
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
 pub fn run(invocation: Invocation) -> Result<u8, Error> {
@@ -79,22 +80,42 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
     outcome.map(|stopped| stopped.exit_code())
 }
 
-/// Everything between the flags and the `done` event: finishing what a killed run left,
-/// connecting, downloading, finishing the output and saving the state. Files are reported as
-/// they are finished; the totals go into `summary`, also when an error ends the run.
+/// Everything between the flags and the `done` event: taking the state, finishing what a
+/// killed run left, connecting, downloading, finishing the output and saving the state. Files
+/// are reported as they are finished; the totals go into `summary`, also when an error ends the
+/// run.
 async fn transfer(
     cfg: &Config,
     reporter: &mut dyn Reporter,
     summary: &mut Summary,
 ) -> Result<Stopped, Error> {
-    let mut files = Vec::new();
-    let (mut writer, resume_after) = prepare(cfg, &mut files)?;
-    progress::report_files(reporter, summary, files.drain(..));
+    // Before anything else, so that a second run of the same state touches nothing.
+    let _lock = lock_state(cfg)?;
+    let state = load_state(cfg)?;
+    if let Some(state) = &state {
+        check_stream(cfg, state, None)?;
+    }
+    let opts = encoder_options(cfg);
+    let (mut writer, continued) = output_writer(cfg, &opts, state.as_ref())?;
     let mut source = Kvs::connect(cfg).await?;
+    let region = source.region().to_owned();
+    let mut files = Vec::new();
+    let resume_after = match &state {
+        Some(state) => {
+            check_stream(cfg, state, Some(&region))?;
+            if !continued {
+                finish_left_file(cfg, &region, state, &opts, &mut files)?;
+            }
+            Some(state.last.to_fragment())
+        }
+        None => None,
+    };
+    progress::report_files(reporter, summary, files.drain(..));
     let mut download = Download::new(
         cfg,
+        &region,
         &mut source,
-        writer.as_mut(),
+        &mut writer,
         reporter,
         signals(),
         Pacing::from_env(),
@@ -113,24 +134,73 @@ async fn transfer(
             + totals.non_monotonic_timestamps,
         ..totals
     };
-    // Whatever ended the run, what was committed is whole fragments: make it final.
+    // Whatever ended the run, what was committed is whole fragments: make it final, or, for a
+    // segment the stream has not reached the end of, leave it for the next run to continue.
     files.extend(writer.take_closed());
-    let finished = writer
-        .finish()
-        .map_err(|e| Error::io("finishing the output", e));
-    if let Ok(Some(file)) = &finished {
-        files.push(file.clone());
+    let keep_open = cfg.state_file.is_some()
+        && writer
+            .segment_end_ms()
+            .is_some_and(|end| end > reached_ms(cfg, &result, last.as_ref()));
+    let open = keep_open.then(|| writer.open_file()).flatten();
+    let finished = match keep_open {
+        true => writer.leave_open().map(|closed| files.extend(closed)),
+        false => writer.finish().map(|file| files.extend(file)),
     }
+    .map_err(|e| Error::io("finishing the output", e));
     progress::report_files(reporter, summary, files.drain(..));
     let saved_state = match (&cfg.state_file, &last, &finished) {
-        (Some(path), Some(last), Ok(_)) => save_state(path, &State::after(cfg, last, None)),
+        (Some(path), Some(last), Ok(())) => {
+            save_state(path, &State::after(cfg, &region, last, open))
+        }
         _ => Ok(()),
     };
-    // The run's own error first; then a failure to make its output final.
-    let stopped = result?;
-    finished?;
-    saved_state?;
-    Ok(stopped)
+    // The run's own error first, with a failure to make its output final after it.
+    match (result, finished) {
+        (Err(e), Err(then)) => Err(e.and_then(then)),
+        (result, finished) => {
+            let stopped = result?;
+            finished?;
+            saved_state?;
+            Ok(stopped)
+        }
+    }
+}
+
+/// How far the stream is known to reach when the run stops, on the `--timestamp-type` clock:
+/// the live edge when it caught up, else the last fragment it saw.
+fn reached_ms(cfg: &Config, result: &Result<Stopped, Error>, last: Option<&Fragment>) -> i64 {
+    let last = last.map_or(i64::MIN, |f| cfg.clock.of(f));
+    match result {
+        Ok(Stopped::CaughtUp) => jiff::Timestamp::now().as_millisecond().max(last),
+        Ok(Stopped::End) => match &cfg.stop.end {
+            Some(crate::config::End::Time(t)) => t.as_millisecond().max(last),
+            _ => last,
+        },
+        _ => last,
+    }
+}
+
+fn lock_state(cfg: &Config) -> Result<Option<state::Lock>, Error> {
+    let Some(path) = &cfg.state_file else {
+        return Ok(None);
+    };
+    state::lock(path, cfg.wait_lock).map(Some).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::ResourceBusy {
+            Error::Locked {
+                lock: state::lock_path(path),
+            }
+        } else {
+            Error::io(format!("locking {}", state::lock_path(path).display()), e)
+        }
+    })
+}
+
+fn load_state(cfg: &Config) -> Result<Option<State>, Error> {
+    let Some(path) = &cfg.state_file else {
+        return Ok(None);
+    };
+    state::load(path)
+        .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))
 }
 
 fn save_state(path: &Path, state: &State) -> Result<(), Error> {
@@ -138,74 +208,54 @@ fn save_state(path: &Path, state: &State) -> Result<(), Error> {
         .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
 }
 
-/// The writer for this run, and the fragment to continue after (from the state file). A file
-/// a killed run left as `.part` is finished first (into `files`), or, when this run writes that
-/// same file, continued.
-fn prepare(
-    cfg: &Config,
-    files: &mut Vec<FileReport>,
-) -> Result<(Box<dyn Writer>, Option<Fragment>), Error> {
-    let options = muxer_options(cfg);
-    let Some(path) = &cfg.state_file else {
-        return Ok((writer(cfg, options)?, None));
+/// Refuses a state written for another stream (or, once the region is known, another region).
+fn check_stream(cfg: &Config, state: &State, region: Option<&str>) -> Result<(), Error> {
+    let Some(theirs) = state.mismatch(cfg, region) else {
+        return Ok(());
     };
-    let Some(state) = state::load(path)
-        .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))?
-    else {
-        return Ok((writer(cfg, options)?, None));
-    };
-    if stream_name_of(&state.stream) != cfg.stream.name() {
-        return Err(Error::usage(
-            format!(
-                "--state-file {} belongs to stream {}, not {}",
-                path.display(),
-                state.stream,
-                cfg.stream.display()
-            ),
-            Some("give each stream its own state file".into()),
-        ));
-    }
-    let last = state.last.to_fragment();
-    let leftover_error = |file: &crate::state::InProgress, e| {
-        Error::io(
-            format!(
-                "finishing {} left by an earlier run",
-                crate::sink::part_path(&file.path).display()
-            ),
-            e,
-        )
-    };
-    let same_file = |file: &crate::state::InProgress| {
-        cfg.output.segment.is_none()
-            && matches!(&cfg.output.target, Target::File(p) if *p == file.path)
-            && file.format == cfg.output.format.into()
-    };
-    let writer = match &state.file {
-        Some(file) if same_file(file) => {
-            match continue_leftover(file, &last, options.clone())
-                .map_err(|e| leftover_error(file, e))?
-            {
-                Some(writer) => writer,
-                None => writer(cfg, options)?,
-            }
-        }
-        Some(file) => {
-            // The output is checked before anything is renamed into place.
-            let writer = writer(cfg, options.clone())?;
-            files.extend(
-                finish_leftover(file, &last, options).map_err(|e| leftover_error(file, e))?,
-            );
-            save_state(path, &State::after(cfg, &last, None))?;
-            writer
-        }
-        None => writer(cfg, options)?,
-    };
-    Ok((writer, Some(last)))
+    let path = cfg.state_file.as_deref().expect("a state was loaded");
+    Err(Error::usage(
+        format!(
+            "--state-file {} belongs to {theirs}, not stream {}{}",
+            path.display(),
+            cfg.stream.display(),
+            region.map(|r| format!(" in {r}")).unwrap_or_default(),
+        ),
+        Some("give each stream its own state file".into()),
+    ))
 }
 
-/// How `--format mkv` files are written and labelled.
-fn muxer_options(cfg: &Config) -> mkv::Options {
-    mkv::Options {
+/// Finishes the file the run that saved `state` left open, when this run does not go on with
+/// it, and records that it is finished.
+fn finish_left_file(
+    cfg: &Config,
+    region: &str,
+    state: &State,
+    opts: &Options,
+    files: &mut Vec<FileReport>,
+) -> Result<(), Error> {
+    let Some(file) = &state.file else {
+        return Ok(());
+    };
+    let last = state.last.to_fragment();
+    files.extend(finish_leftover(opts, file, &last).map_err(|e| leftover_error(file, e))?);
+    let path = cfg.state_file.as_deref().expect("a state was loaded");
+    save_state(path, &State::after(cfg, region, &last, None))
+}
+
+fn leftover_error(file: &OpenFile, e: std::io::Error) -> Error {
+    Error::io(
+        format!(
+            "finishing {} left by an earlier run",
+            part_path(&file.path).display()
+        ),
+        e,
+    )
+}
+
+/// How files are labelled and laid out.
+fn encoder_options(cfg: &Config) -> Options {
+    Options {
         seekable: matches!(cfg.output.target, Target::File(_)),
         app: format!("kvs-dl {}", env!("CARGO_PKG_VERSION")),
         stream_tag: match &cfg.stream {
@@ -215,60 +265,52 @@ fn muxer_options(cfg: &Config) -> mkv::Options {
     }
 }
 
-/// The writer for `--format`, over the sink for `-o`.
-fn writer(cfg: &Config, options: mkv::Options) -> Result<Box<dyn Writer>, Error> {
-    if let (Some(every), Target::File(path)) = (cfg.output.segment, &cfg.output.target) {
-        let stream = cfg.stream.name().to_owned();
-        let clock = cfg.clock;
-        let segments = Segments {
-            template: path.to_string_lossy().into_owned(),
+/// The writer for `-o`, `--format` and `--segment`, and whether it goes on with the file
+/// the last run left open (a segment not over yet, or the file of a killed run).
+fn output_writer(
+    cfg: &Config,
+    opts: &Options,
+    state: Option<&State>,
+) -> Result<(Writer, bool), Error> {
+    let names = || match (&cfg.output.target, cfg.output.segment) {
+        (Target::Stdout, _) => Names::Stdout,
+        (Target::File(path), None) => Names::File(path.clone()),
+        (Target::File(template), Some(every)) => Names::Segments(Segments {
+            template: template.to_string_lossy().into_owned(),
             every,
-            force: cfg.output.force,
-            name: Box::new(move |template, fragment| {
-                segment_name(template, &stream, clock, fragment)
-            }),
-        };
-        return Ok(Box::new(MkvWriter::segmented(segments, options)));
-    }
-    let sink: Box<dyn Sink> = match &cfg.output.target {
-        Target::Stdout => Box::new(StdoutSink::new(std::io::stdout())),
-        Target::File(path) => Box::new(FileSink::new(path, cfg.output.force).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::usage(
-                    format!("{} already exists", path.display()),
-                    Some("give --force to replace it, or another -o".into()),
-                )
-            } else {
-                Error::io(format!("preparing {}", path.display()), e)
-            }
-        })?),
+            stream: cfg.stream.name().to_owned(),
+            clock: cfg.clock,
+        }),
     };
-    Ok(match cfg.output.format {
-        Format::Raw => Box::new(RawWriter::new(sink)),
-        Format::Mkv => Box::new(MkvWriter::single(sink, options)),
-    })
-}
-
-/// A `--segment` file name: `{stream}`, `{fragment}` and strftime fields of the first
-/// fragment's time (on the `--timestamp-type` clock), in UTC.
-fn segment_name(
-    template: &str,
-    stream: &str,
-    clock: Clock,
-    fragment: &Fragment,
-) -> std::io::Result<PathBuf> {
-    let time =
-        jiff::Timestamp::from_millisecond(clock.of(fragment)).map_err(std::io::Error::other)?;
-    let named = template
-        .replace("{stream}", stream)
-        .replace("{fragment}", &fragment.number);
-    let expanded = jiff::fmt::strtime::format(&named, time).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("cannot expand the file name template {template:?}: {e}"),
-        )
+    let format = cfg.output.format;
+    let force = cfg.output.force;
+    if let Some(state) = state
+        && let Some(file) = &state.file
+        && Writer::writes(&names(), format, file)
+    {
+        let last = state.last.to_fragment();
+        if let Some(writer) = Writer::continuing(opts.clone(), names(), force, file, &last)
+            .map_err(|e| leftover_error(file, e))?
+        {
+            return Ok((writer, true));
+        }
+    }
+    let writer = Writer::new(format, opts.clone(), names(), force).map_err(|e| {
+        let Target::File(path) = &cfg.output.target else {
+            return Error::io("preparing standard output", e);
+        };
+        match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::usage(
+                format!("{} already exists", path.display()),
+                Some("give --force to replace it, or another -o".into()),
+            ),
+            std::io::ErrorKind::ResourceBusy => Error::Locked {
+                lock: part_path(path),
+            },
+            _ => Error::io(format!("preparing {}", path.display()), e),
+        }
     })?;
-    Ok(PathBuf::from(expanded))
+    Ok((writer, false))
 }
 
 /// What the live line calls the file a fragment starts: the `-o` path, or the `--segment`

@@ -1,20 +1,23 @@
 //! `--state-file`: where the last run stopped, so the next one continues right after it.
 //!
-//! The state is replaced atomically (temporary file, fsync, rename, fsync of the folder) and only
-//! after the fragment it names is durably in the output. It also names the file being written,
-//! so that after a crash the next run can finish that file from its `.part`, holding exactly the
-//! fragments recorded here.
+//! One run holds a state at a time: it takes an exclusive lock on `STATE.lock` (a file that is
+//! never replaced, unlike the state itself) before it touches any output. The state is replaced
+//! atomically (a unique temporary name, fsync, rename, fsync of the folder) and only after the
+//! fragment it names is durably in the output. It also records the file being written, so that
+//! the next run can continue it or finish it from its `.part`, holding exactly the fragments
+//! recorded here.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mkv::Fragment;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Format};
-use crate::output::Unfinished;
-use crate::sink::sync_parent;
+use crate::config::{Config, stream_name_of};
+use crate::destination::{locked, sync_parent};
+use crate::writer::{OpenFile, Saved};
 
 /// The state file's contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,87 +26,41 @@ pub struct State {
     pub version: u32,
     /// The stream, as given (ARN or name).
     pub stream: String,
+    /// The region the stream was read from (older state files leave it out).
+    #[serde(default)]
+    pub region: Option<String>,
     /// The last fragment written whole.
     pub last: Saved,
     /// The file being written when the state was saved, if it was not finished yet.
-    pub file: Option<InProgress>,
+    pub file: Option<OpenFile>,
 }
 
 impl State {
     /// The state once `last` is durably written, with the file still being written, if any.
-    pub fn after(cfg: &Config, last: &Fragment, file: Option<Unfinished>) -> State {
+    pub fn after(cfg: &Config, region: &str, last: &Fragment, file: Option<OpenFile>) -> State {
         State {
             version: VERSION,
             stream: cfg.stream.display().to_owned(),
+            region: Some(region.to_owned()),
             last: Saved::from_fragment(last),
-            file: file.map(|u| InProgress {
-                path: u.path,
-                format: cfg.output.format.into(),
-                bytes: u.bytes,
-                first: Saved::from_fragment(&u.first),
-                fragments: u.fragments,
-            }),
-        }
-    }
-}
-
-/// A fragment, as far as resuming needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Saved {
-    pub fragment_number: String,
-    pub server_timestamp_ms: i64,
-    pub producer_timestamp_ms: i64,
-    pub continuation_token: Option<String>,
-}
-
-impl Saved {
-    pub fn from_fragment(f: &Fragment) -> Saved {
-        Saved {
-            fragment_number: f.number.clone(),
-            server_timestamp_ms: f.server_ms,
-            producer_timestamp_ms: f.producer_ms,
-            continuation_token: f.continuation_token.clone(),
+            file,
         }
     }
 
-    pub fn to_fragment(&self) -> Fragment {
-        Fragment {
-            number: self.fragment_number.clone(),
-            server_ms: self.server_timestamp_ms,
-            producer_ms: self.producer_timestamp_ms,
-            millis_behind_now: None,
-            continuation_token: self.continuation_token.clone(),
+    /// Why this state cannot be continued by a run of `cfg` in `region`, if it cannot: it was
+    /// written for another stream, or the same name in another region or account.
+    pub fn mismatch(&self, cfg: &Config, region: Option<&str>) -> Option<String> {
+        let both_arns = self.stream.starts_with("arn:") && cfg.stream.display().starts_with("arn:");
+        let stream_differs = stream_name_of(&self.stream) != cfg.stream.name()
+            || (both_arns && self.stream != cfg.stream.display());
+        if stream_differs {
+            return Some(format!("stream {}", self.stream));
         }
-    }
-}
-
-/// An output file that was not finished: its `.part` holds `bytes` whole bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InProgress {
-    /// The final name; the bytes are in its `.part`.
-    pub path: PathBuf,
-    pub format: SavedFormat,
-    /// Length of the `.part` up to the end of the last fragment recorded.
-    pub bytes: u64,
-    /// First fragment in this file.
-    pub first: Saved,
-    /// Fragments in this file.
-    pub fragments: u64,
-}
-
-/// `--format`, as saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SavedFormat {
-    Mkv,
-    Raw,
-}
-
-impl From<Format> for SavedFormat {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Mkv => SavedFormat::Mkv,
-            Format::Raw => SavedFormat::Raw,
+        match (&self.region, region) {
+            (Some(theirs), Some(ours)) if theirs != ours => {
+                Some(format!("stream {} in {theirs}", self.stream))
+            }
+            _ => None,
         }
     }
 }
@@ -132,19 +89,56 @@ pub fn load(path: &Path) -> io::Result<Option<State>> {
     Ok(Some(state))
 }
 
-/// Replaces the state atomically and durably.
+/// Replaces the state atomically and durably, through a temporary file of its own, so that two
+/// writers (which the lock should prevent) could never mix their bytes.
 pub fn save(path: &Path, state: &State) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kvs-dl-state")
+        .tempfile_in(dir)?;
+    tmp.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     sync_parent(path);
     Ok(())
+}
+
+/// The lock file of a state file: `STATE.lock`.
+pub fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Holds a state file for this run: no other run can take it until this is dropped (or the
+/// process ends, however it ends).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Takes the lock of `state`, waiting up to `wait` for another run to release it.
+/// `Err(ResourceBusy)` when it is still held then.
+pub fn lock(state: &Path, wait: Duration) -> io::Result<Lock> {
+    let path = lock_path(state);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        match locked(&path, OpenOptions::new().write(true).create(true)) {
+            Ok(file) => return Ok(Lock { _file: file }),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && Instant::now() < deadline => {
+                // Locks are not waited on in the kernel, so that the wait stays bounded.
+                std::thread::sleep(Duration::from_millis(100).min(wait));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,13 +159,17 @@ mod tests {
         let state = State {
             version: VERSION,
             stream: "cam".into(),
+            region: Some("us-west-2".into()),
             last: saved.clone(),
-            file: Some(InProgress {
+            file: Some(OpenFile {
                 path: "out.mkv".into(),
-                format: SavedFormat::Mkv,
+                format: crate::config::Format::Mkv,
                 bytes: 1234,
-                first: saved,
+                first: saved.clone(),
+                last: Some(saved),
                 fragments: 3,
+                duration_ms: 6000,
+                segment_end_ms: None,
             }),
         };
         save(&path, &state).unwrap();
@@ -183,5 +181,17 @@ mod tests {
         );
         fs::write(&path, b"{").unwrap();
         assert_eq!(load(&path).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn one_run_holds_a_state_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let held = lock(&path, Duration::ZERO).unwrap();
+        let err = lock(&path, Duration::from_millis(250)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+        assert!(err.to_string().contains("s.json.lock"), "{err}");
+        drop(held);
+        lock(&path, Duration::ZERO).expect("free once the holder is gone");
     }
 }

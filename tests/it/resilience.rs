@@ -513,12 +513,70 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     assert!(!first.exists(), "killed: nothing finished");
     assert!(w.path(&format!("seg-{}.mkv.part", all[0])).exists());
 
-    let out = run(w.kvs_dl().args(args).args(["--max-fragments", "3"]));
+    // A run writing other files (another template) finishes the killed run's segment.
+    let mut other = args;
+    other[9] = "other-{fragment}.mkv";
+    let out = run(w.kvs_dl().args(other).args(["--max-fragments", "3"]));
     assert_exit(&out, 0);
     assert!(!w.path(&format!("seg-{}.mkv.part", all[0])).exists());
     holds_exactly(&first, &fragments[..recorded]);
-    let next = w.path(&format!("seg-{}.mkv", all[recorded]));
-    holds_exactly(&next, &fragments[recorded..recorded + 3]);
+    // Its own hour-long segment is not over: it stays open for the next run.
+    let next = format!("other-{}.mkv", all[recorded]);
+    assert!(w.path(&format!("{next}.part")).exists());
+    let saved = state(&w);
+    assert_eq!(saved["file"]["path"], next, "{saved}");
+    assert_eq!(saved["file"]["fragments"], 3, "{saved}");
+}
+
+/// The state of `w`'s `s.json`.
+fn state(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_segment_spans_runs_until_a_fragment_past_its_end_arrives() {
+    // 2 s fragments from a time that is a multiple of 10 s: segments of 5 fragments.
+    let stream = live(100, 4.0);
+    let fragments = stream.fragments.clone();
+    let all = numbers(&fragments);
+    let w = World::new(vec![stream]);
+    let args = [
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--state-file",
+        "s.json",
+        "--segment",
+        "10s",
+        "-o",
+        "seg-{fragment}.mkv",
+    ];
+    let recorded = kill_9_after(&w, &args, 2, &all);
+    assert!((2..5).contains(&recorded), "{recorded}");
+    let seg = |k: usize| w.path(&format!("seg-{}.mkv", all[k]));
+    let part = |k: usize| w.path(&format!("seg-{}.mkv.part", all[k]));
+
+    // The same command goes on with the killed run's segment, closes it at the first fragment
+    // past 10 s, and leaves the next one open: the stream has not reached its end yet.
+    let out = run(w.kvs_dl().args(args).args(["--max-fragments", "4"]));
+    assert_exit(&out, 0);
+    holds_exactly(&seg(0), &fragments[..5]);
+    assert!(!part(0).exists());
+    assert!(part(5).exists() && !seg(5).exists(), "{}", stderr(&out));
+    let saved = state(&w);
+    assert_eq!(
+        saved["file"]["path"],
+        format!("seg-{}.mkv", all[5]),
+        "{saved}"
+    );
+    assert_eq!(saved["last"]["fragment_number"], all[recorded + 3]);
+
+    // A third run completes it.
+    let out = run(w.kvs_dl().args(args).args(["--max-fragments", "5"]));
+    assert_exit(&out, 0);
+    holds_exactly(&seg(5), &fragments[5..10]);
+    assert!(!part(5).exists());
 }
 
 #[test]

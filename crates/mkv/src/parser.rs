@@ -147,6 +147,8 @@ enum Pending {
     Skip(u64),
     /// Delivering this many more bytes of a block payload.
     Block(u64),
+    /// After an error: looking for the next chunk's EBML header.
+    Resync,
 }
 
 /// Per-chunk KVS state.
@@ -254,11 +256,25 @@ impl Parser {
         }
     }
 
+    /// Goes on after an error: the chunk that failed is dropped, and reading resumes at the next
+    /// EBML header (the next chunk, in a GetMedia body). Bytes up to there produce no events.
+    pub fn resync(&mut self) {
+        self.failed = None;
+        self.queued = None;
+        self.stack.clear();
+        self.chunk = Chunk::default();
+        self.pending = Pending::Resync;
+    }
+
     /// The body ended. Says whether it ended cleanly or cut a fragment off.
     /// Call it once `next_event` has returned `Ok(None)`.
     pub fn finish(&mut self) -> Result<Finish, ParseError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
+        }
+        if self.pending == Pending::Resync {
+            // Nothing after the unreadable chunk was a fragment.
+            return Ok(Finish::Clean);
         }
         let mid_element = self.pending != Pending::Boundary || self.pos < self.buf.len();
         let open_known = self.stack.iter().any(|o| o.end.is_some());
@@ -327,6 +343,21 @@ impl Parser {
                         rest => Pending::Block(rest),
                     };
                     return Ok(Step::Event(Produced::BlockData(start..self.pos)));
+                }
+                Pending::Resync => {
+                    // Past the byte that failed, so that a broken EBML header is not found again.
+                    let from = (self.pos + 1).min(self.buf.len());
+                    match find_magic(&self.buf[from..]) {
+                        Some(i) => {
+                            self.pos = from + i;
+                            self.pending = Pending::Boundary;
+                        }
+                        None => {
+                            // Keep what could be the start of a magic split across pushes.
+                            self.pos = self.buf.len().saturating_sub(MAGIC.len() - 1).max(self.pos);
+                            return Ok(Step::NeedMore);
+                        }
+                    }
                 }
                 Pending::Boundary => {}
             }
@@ -738,6 +769,13 @@ fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(data)
         .trim_end_matches('\0')
         .to_owned()
+}
+
+/// The ID of an EBML header, which every chunk starts with.
+const MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
+
+fn find_magic(data: &[u8]) -> Option<usize> {
+    data.windows(MAGIC.len()).position(|w| w == MAGIC)
 }
 
 /// Orders fragment numbers (and continuation tokens, which are fragment numbers) as the decimal

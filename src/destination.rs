@@ -1,9 +1,9 @@
 //! Where output bytes land, with the guarantee the contract makes: only whole fragments ever
-//! reach a final name. Writers append a fragment's bytes, then `commit` once it is whole or
-//! `rollback` when it was cut off.
+//! reach a final name. The writer appends a fragment's bytes, then `commit`s once it is whole or
+//! `rollback`s when it was cut off. A destination knows bytes and names, never a format.
 //!
-//! [`FileSink`] writes `PATH.part` (created at the first byte, so a run that writes nothing
-//! leaves nothing), fsyncs it and renames it to `PATH` when finished. [`StdoutSink`] holds the
+//! [`LocalFile`] writes `PATH.part` (created at the first byte, so a run that writes nothing
+//! leaves nothing), fsyncs it and renames it to `PATH` when finished. [`Stdout`] holds the
 //! uncommitted fragment (in memory up to [`SPOOL_IN_MEMORY`], then in an anonymous temporary
 //! file) and releases it to stdout only when it is whole, because a pipe cannot be taken back.
 
@@ -17,8 +17,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// How much of an uncommitted fragment stdout keeps in memory before spilling to disk.
 pub const SPOOL_IN_MEMORY: usize = 8 << 20;
 
-/// An output that only ever keeps whole fragments.
-pub trait Sink {
+/// An output that only ever keeps whole fragments: a local file, standard output (later, S3).
+pub trait Destination {
     /// Appends bytes of the fragment being written.
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
     /// Everything written so far is whole and stays.
@@ -40,7 +40,7 @@ pub trait Sink {
 }
 
 /// `PATH.part`, renamed to `PATH` when finished.
-pub struct FileSink {
+pub struct LocalFile {
     path: PathBuf,
     part: PathBuf,
     force: bool,
@@ -52,20 +52,31 @@ pub struct FileSink {
     committed: u64,
 }
 
-impl FileSink {
-    /// Prepares to write `path`. Refuses an existing `path` unless `force`; creates nothing yet.
-    pub fn new(path: &Path, force: bool) -> io::Result<FileSink> {
+impl LocalFile {
+    /// Starts writing `path`: creates and locks its `.part`. Refuses an existing `path` unless
+    /// `force`, and a `.part` that another run holds (it is writing that file right now).
+    pub fn create(path: &Path, force: bool) -> io::Result<LocalFile> {
         if !force && path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} already exists", path.display()),
             ));
         }
-        Ok(FileSink {
+        let part = part_path(path);
+        if let Some(dir) = part.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let file = locked(
+            &part,
+            OpenOptions::new().read(true).write(true).create(true),
+        )?;
+        // Only now that no other run holds it: what an abandoned run left is dropped.
+        file.set_len(0)?;
+        Ok(LocalFile {
             path: path.to_owned(),
-            part: part_path(path),
+            part,
             force,
-            file: None,
+            file: Some(file),
             buf: Vec::new(),
             file_len: 0,
             committed: 0,
@@ -74,9 +85,9 @@ impl FileSink {
 
     /// Continues the `.part` an earlier run left, keeping its first `committed` bytes (the
     /// whole fragments a state file recorded) and dropping anything after them.
-    pub fn resume(path: &Path, committed: u64) -> io::Result<FileSink> {
+    pub fn resume(path: &Path, committed: u64) -> io::Result<LocalFile> {
         let part = part_path(path);
-        let mut file = OpenOptions::new().read(true).write(true).open(&part)?;
+        let mut file = locked(&part, OpenOptions::new().read(true).write(true))?;
         let len = file.metadata()?.len();
         if len < committed {
             return Err(io::Error::new(
@@ -89,7 +100,7 @@ impl FileSink {
         }
         file.set_len(committed)?;
         file.seek(SeekFrom::Start(committed))?;
-        Ok(FileSink {
+        Ok(LocalFile {
             path: path.to_owned(),
             part,
             force: false,
@@ -100,20 +111,15 @@ impl FileSink {
         })
     }
 
+    /// Reads the `.part` from its start, without moving the writing position.
+    pub fn reader(&self) -> io::Result<File> {
+        File::open(&self.part)
+    }
+
     fn file(&mut self) -> io::Result<&mut File> {
-        if self.file.is_none() {
-            if let Some(dir) = self.part.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir)?;
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&self.part)?;
-            self.file = Some(file);
-        }
-        Ok(self.file.as_mut().expect("opened above"))
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the output file was already finished"))
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
@@ -129,7 +135,7 @@ impl FileSink {
     }
 }
 
-impl Sink for FileSink {
+impl Destination for LocalFile {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if self.buf.len() + data.len() > WRITE_BUFFER {
             self.flush_buf()?;
@@ -170,11 +176,13 @@ impl Sink for FileSink {
     }
 
     fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let end = offset + data.len() as u64;
-        assert!(
-            end <= self.file_len + self.buf.len() as u64,
-            "patching unwritten bytes"
-        );
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.file_len + self.buf.len() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a patch of bytes {offset}..{end} lies past the end of the output"),
+            ));
+        }
         if offset >= self.file_len {
             let at = (offset - self.file_len) as usize;
             self.buf[at..at + data.len()].copy_from_slice(data);
@@ -219,7 +227,6 @@ impl Sink for FileSink {
         self.flush_buf()?;
         let file = self.file.take().expect("bytes were committed");
         file.sync_all()?;
-        drop(file);
         if !self.force && self.path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -230,9 +237,35 @@ impl Sink for FileSink {
                 ),
             ));
         }
+        // Renamed while still locked, so that no other run ever takes the `.part` of a
+        // finished file for an abandoned one.
         fs::rename(&self.part, &self.path)?;
+        drop(file);
         sync_parent(&self.path);
-        Ok(Some(self.path))
+        Ok(Some(self.path.clone()))
+    }
+}
+
+/// A run that committed nothing leaves no file, however it ends short of a crash. (A file it
+/// leaves open for the next run has whole fragments in it.)
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() && self.committed == 0 {
+            let _ = fs::remove_file(&self.part);
+        }
+    }
+}
+
+/// Opens `path` and takes its exclusive lock, or says that another process holds it.
+pub fn locked(path: &Path, options: &OpenOptions) -> io::Result<File> {
+    let file = options.open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!("{} is locked by another kvs-dl run", path.display()),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -255,7 +288,7 @@ pub fn sync_parent(path: &Path) {
 }
 
 /// Standard output, released one whole fragment at a time.
-pub struct StdoutSink<W: Write> {
+pub struct Stdout<W: Write> {
     out: W,
     spool: Vec<u8>,
     spill: Option<File>,
@@ -263,9 +296,9 @@ pub struct StdoutSink<W: Write> {
     committed: u64,
 }
 
-impl<W: Write> StdoutSink<W> {
+impl<W: Write> Stdout<W> {
     pub fn new(out: W) -> Self {
-        StdoutSink {
+        Stdout {
             out,
             spool: Vec::new(),
             spill: None,
@@ -275,7 +308,7 @@ impl<W: Write> StdoutSink<W> {
     }
 }
 
-impl<W: Write> Sink for StdoutSink<W> {
+impl<W: Write> Destination for Stdout<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if self.spool.len() + data.len() <= SPOOL_IN_MEMORY && self.spilled == 0 {
             self.spool.extend_from_slice(data);
@@ -351,39 +384,39 @@ mod tests {
     }
 
     #[test]
-    fn file_sink_keeps_only_committed_bytes_and_renames() {
+    fn local_file_keeps_only_committed_bytes_and_renames() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.mkv");
-        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
-        sink.write(b"one").unwrap();
-        sink.commit().unwrap();
-        sink.write(b"two-cut").unwrap();
-        sink.rollback().unwrap();
-        sink.write(b"three").unwrap();
-        sink.commit().unwrap();
-        sink.write(b"partial").unwrap();
-        assert!(part_path(&path).exists() || sink.file.is_none());
+        let mut dest = Box::new(LocalFile::create(&path, false).unwrap());
+        dest.write(b"one").unwrap();
+        dest.commit().unwrap();
+        dest.write(b"two-cut").unwrap();
+        dest.rollback().unwrap();
+        dest.write(b"three").unwrap();
+        dest.commit().unwrap();
+        dest.write(b"partial").unwrap();
+        assert!(part_path(&path).exists());
         assert!(!path.exists(), "nothing under the final name before finish");
-        assert_eq!(sink.finish().unwrap(), Some(path.clone()));
+        assert_eq!(dest.finish().unwrap(), Some(path.clone()));
         assert_eq!(read(&path), b"onethree");
         assert!(!part_path(&path).exists());
     }
 
     #[test]
-    fn file_sink_rolls_back_bytes_already_flushed_to_disk() {
+    fn local_file_rolls_back_bytes_already_flushed_to_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.raw");
-        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
+        let mut dest = Box::new(LocalFile::create(&path, false).unwrap());
         let a = vec![1u8; WRITE_BUFFER / 2];
         let b = vec![2u8; WRITE_BUFFER * 2];
-        sink.write(&a).unwrap();
-        sink.commit().unwrap();
-        sink.write(&b).unwrap();
-        sink.rollback().unwrap();
-        sink.write(b"end").unwrap();
-        sink.commit().unwrap();
-        sink.patch(0, b"\x09").unwrap();
-        sink.finish().unwrap();
+        dest.write(&a).unwrap();
+        dest.commit().unwrap();
+        dest.write(&b).unwrap();
+        dest.rollback().unwrap();
+        dest.write(b"end").unwrap();
+        dest.commit().unwrap();
+        dest.patch(0, b"\x09").unwrap();
+        dest.finish().unwrap();
         let got = read(&path);
         assert_eq!(got.len(), a.len() + 3);
         assert_eq!(got[0], 9);
@@ -392,84 +425,102 @@ mod tests {
     }
 
     #[test]
-    fn file_sink_resumes_a_part_after_its_recorded_bytes() {
+    fn local_file_resumes_a_part_after_its_recorded_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.raw");
-        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
-        sink.write(b"kept").unwrap();
-        sink.commit().unwrap();
-        sink.write(b"partial").unwrap();
-        sink.sync().unwrap();
+        let mut dest = Box::new(LocalFile::create(&path, false).unwrap());
+        dest.write(b"kept").unwrap();
+        dest.commit().unwrap();
+        dest.write(b"partial").unwrap();
+        dest.sync().unwrap();
         assert_eq!(
             read(&part_path(&path)),
             b"kept",
             "sync writes committed bytes only"
         );
-        drop(sink); // a crash: the .part stays
-        let mut resumed = Box::new(FileSink::resume(&path, 4).unwrap());
+        drop(dest); // a crash: the .part stays
+        let mut resumed = Box::new(LocalFile::resume(&path, 4).unwrap());
         resumed.write(b"+more").unwrap();
         resumed.commit().unwrap();
         resumed.finish().unwrap();
         assert_eq!(read(&path), b"kept+more");
-        assert!(FileSink::resume(&dir.path().join("none"), 0).is_err());
+        assert!(LocalFile::resume(&dir.path().join("none"), 0).is_err());
     }
 
     #[test]
     fn a_patch_may_straddle_bytes_written_and_bytes_still_buffered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.mkv");
-        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
-        sink.write(&vec![0u8; WRITE_BUFFER]).unwrap();
-        sink.write(&[0u8; 10]).unwrap();
-        sink.patch(WRITE_BUFFER as u64 - 2, b"ABCD").unwrap();
-        sink.commit().unwrap();
-        sink.finish().unwrap();
+        let mut dest = Box::new(LocalFile::create(&path, false).unwrap());
+        dest.write(&vec![0u8; WRITE_BUFFER]).unwrap();
+        dest.write(&[0u8; 10]).unwrap();
+        dest.patch(WRITE_BUFFER as u64 - 2, b"ABCD").unwrap();
+        dest.commit().unwrap();
+        dest.finish().unwrap();
         let got = read(&path);
         assert_eq!(got.len(), WRITE_BUFFER + 10);
         assert_eq!(&got[WRITE_BUFFER - 3..WRITE_BUFFER + 3], b"\0ABCD\0");
     }
 
     #[test]
-    fn file_sink_that_committed_nothing_leaves_no_file() {
+    fn local_file_that_committed_nothing_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.mkv");
-        let mut sink = Box::new(FileSink::new(&path, false).unwrap());
-        sink.write(b"cut off").unwrap();
-        sink.write(&vec![0; WRITE_BUFFER]).unwrap();
-        assert_eq!(sink.finish().unwrap(), None);
+        let mut dest = Box::new(LocalFile::create(&path, false).unwrap());
+        dest.write(b"cut off").unwrap();
+        dest.write(&vec![0; WRITE_BUFFER]).unwrap();
+        assert_eq!(dest.finish().unwrap(), None);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
-    fn file_sink_refuses_an_existing_file_without_force() {
+    fn a_part_another_run_holds_is_never_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held.mkv");
+        let mut first = Box::new(LocalFile::create(&path, false).unwrap());
+        first.write(b"mine").unwrap();
+        first.commit().unwrap();
+        first.sync().unwrap();
+        for second in [LocalFile::create(&path, true), LocalFile::resume(&path, 0)] {
+            let err = second.err().expect("the .part is held");
+            assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+            assert!(err.to_string().contains("held.mkv.part"), "{err}");
+        }
+        assert_eq!(read(&part_path(&path)), b"mine", "not truncated");
+        first.finish().unwrap();
+        assert_eq!(read(&path), b"mine");
+    }
+
+    #[test]
+    fn local_file_refuses_an_existing_file_without_force() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("there.mkv");
         fs::write(&path, b"old").unwrap();
-        let err = FileSink::new(&path, false).err().unwrap();
+        let err = LocalFile::create(&path, false).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-        let mut sink = Box::new(FileSink::new(&path, true).unwrap());
-        sink.write(b"new").unwrap();
-        sink.commit().unwrap();
-        sink.finish().unwrap();
+        let mut dest = Box::new(LocalFile::create(&path, true).unwrap());
+        dest.write(b"new").unwrap();
+        dest.commit().unwrap();
+        dest.finish().unwrap();
         assert_eq!(read(&path), b"new");
     }
 
     #[test]
-    fn stdout_sink_releases_only_whole_fragments_even_when_spilled() {
+    fn stdout_releases_only_whole_fragments_even_when_spilled() {
         let mut out = Vec::new();
         {
-            let mut sink = StdoutSink::new(&mut out);
-            sink.write(b"whole").unwrap();
-            sink.commit().unwrap();
-            sink.write(&vec![7u8; SPOOL_IN_MEMORY + 10]).unwrap();
-            sink.rollback().unwrap();
+            let mut dest = Stdout::new(&mut out);
+            dest.write(b"whole").unwrap();
+            dest.commit().unwrap();
+            dest.write(&vec![7u8; SPOOL_IN_MEMORY + 10]).unwrap();
+            dest.rollback().unwrap();
             let big = vec![8u8; SPOOL_IN_MEMORY + 10];
-            sink.write(&big[..10]).unwrap();
-            sink.write(&big[10..]).unwrap();
-            sink.commit().unwrap();
-            sink.write(b"cut").unwrap();
-            assert_eq!(sink.committed(), 5 + SPOOL_IN_MEMORY as u64 + 10);
-            Box::new(sink).finish().unwrap();
+            dest.write(&big[..10]).unwrap();
+            dest.write(&big[10..]).unwrap();
+            dest.commit().unwrap();
+            dest.write(b"cut").unwrap();
+            assert_eq!(dest.committed(), 5 + SPOOL_IN_MEMORY as u64 + 10);
+            Box::new(dest).finish().unwrap();
         }
         assert_eq!(&out[..5], b"whole");
         assert_eq!(out.len(), 5 + SPOOL_IN_MEMORY + 10);

@@ -1,0 +1,482 @@
+//! The format-neutral writer: everything about output files that is the same for every format.
+//! It names files (`-o`, `--segment` templates, suffixes), opens them at a [`Destination`],
+//! moves an [`Encoder`]'s bytes and patches into them, commits whole fragments, starts a new
+//! file at a segment boundary or a track change, finishes what a killed run left, and keeps
+//! the record of the open file that the state file saves. It never looks at a format's bytes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mkv::{Event, Fragment};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Clock, Format};
+use crate::destination::{Destination, LocalFile, Stdout, part_path};
+use crate::encoder::{Contents, Encoder, Options, Refusal};
+use crate::progress::FileReport;
+
+/// Whether a fragment can be written where the output stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Yes,
+    /// Its tracks differ from the file's and no new file may be started.
+    TrackChange,
+}
+
+/// Why writing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The format cannot take this fragment at all (an unsupported codec, unreadable Tracks).
+    #[error("fragment {fragment}: {reason}")]
+    Unwritable { fragment: String, reason: String },
+}
+
+/// A fragment, as far as resuming needs it; saved in the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    pub fragment_number: String,
+    pub server_timestamp_ms: i64,
+    pub producer_timestamp_ms: i64,
+    pub continuation_token: Option<String>,
+}
+
+impl Saved {
+    pub fn from_fragment(f: &Fragment) -> Saved {
+        Saved {
+            fragment_number: f.number.clone(),
+            server_timestamp_ms: f.server_ms,
+            producer_timestamp_ms: f.producer_ms,
+            continuation_token: f.continuation_token.clone(),
+        }
+    }
+
+    pub fn to_fragment(&self) -> Fragment {
+        Fragment {
+            number: self.fragment_number.clone(),
+            server_ms: self.server_timestamp_ms,
+            producer_ms: self.producer_timestamp_ms,
+            millis_behind_now: None,
+            continuation_token: self.continuation_token.clone(),
+        }
+    }
+}
+
+/// An output file not finished yet: its `.part` holds `bytes` bytes of whole fragments. The
+/// state file keeps it, so that the next run can continue or finish the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    /// The final name; the bytes are in its `.part`.
+    pub path: PathBuf,
+    pub format: Format,
+    pub bytes: u64,
+    pub first: Saved,
+    /// The last fragment in the file (older state files leave it out: it was the state's last).
+    #[serde(default)]
+    pub last: Option<Saved>,
+    pub fragments: u64,
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Where a `--segment` file ends, on the `--timestamp-type` clock (epoch milliseconds).
+    #[serde(default)]
+    pub segment_end_ms: Option<i64>,
+}
+
+impl OpenFile {
+    fn contents(&self, last: &Fragment) -> Contents {
+        Contents {
+            fragments: self.fragments,
+            duration_ms: self.duration_ms,
+            first: Some(self.first.to_fragment()),
+            last: Some(
+                self.last
+                    .as_ref()
+                    .map_or_else(|| last.clone(), Saved::to_fragment),
+            ),
+            non_monotonic: 0,
+        }
+    }
+}
+
+/// Where the files go.
+pub enum Names {
+    /// `-o -`.
+    Stdout,
+    /// `-o PATH`: one file.
+    File(PathBuf),
+    /// `--segment`: a file every `every` of media, named from a template.
+    Segments(Segments),
+}
+
+/// `--segment DUR` with its template.
+#[derive(Debug, Clone)]
+pub struct Segments {
+    pub template: String,
+    pub every: Duration,
+    pub stream: String,
+    pub clock: Clock,
+}
+
+impl Segments {
+    /// The file name for a segment starting with `fragment`.
+    pub fn name(&self, fragment: &Fragment) -> io::Result<PathBuf> {
+        segment_name(&self.template, &self.stream, self.clock, fragment)
+    }
+
+    /// Where the segment that starts with `fragment` ends: the next multiple of `every` on the
+    /// clock, counted from the Unix epoch, so that `--segment 1h` files hold clock hours
+    /// whenever the runs start.
+    fn end_ms(&self, fragment: &Fragment) -> i64 {
+        let every = (self.every.as_millis() as i64).max(1);
+        let t = self.clock.of(fragment);
+        t.div_euclid(every).saturating_add(1).saturating_mul(every)
+    }
+}
+
+/// See the module docs.
+pub struct Writer {
+    format: Format,
+    names: Names,
+    force: bool,
+    encoder: Box<dyn Encoder>,
+    /// The open file; with segments, opened at each file's first fragment.
+    dest: Option<Box<dyn Destination>>,
+    /// Where the open segment ends.
+    segment_end_ms: Option<i64>,
+    closed: Vec<FileReport>,
+    closed_bytes: u64,
+    /// Every file this run has written, so that no name is used twice.
+    produced: Vec<PathBuf>,
+}
+
+impl Writer {
+    /// A writer for a run's output. A single `-o PATH` is opened (and locked) at once, so that
+    /// an existing file or another run writing it is found before anything is downloaded.
+    pub fn new(format: Format, opts: Options, names: Names, force: bool) -> io::Result<Writer> {
+        let dest: Option<Box<dyn Destination>> = match &names {
+            Names::Stdout => Some(Box::new(Stdout::new(io::stdout()))),
+            Names::File(path) => Some(Box::new(LocalFile::create(path, force)?)),
+            Names::Segments(_) => None,
+        };
+        let encoder = format.encoder(&opts);
+        Ok(Writer::with(format, names, force, encoder, dest))
+    }
+
+    /// A writer that goes on with `file`, which an earlier run (killed, or stopped inside a
+    /// segment) left as `.part`, after its last fragment. `Ok(None)` when there is no `.part`.
+    pub fn continuing(
+        opts: Options,
+        names: Names,
+        force: bool,
+        file: &OpenFile,
+        last: &Fragment,
+    ) -> io::Result<Option<Writer>> {
+        let Some((dest, encoder)) = reopen(&opts, file, last)? else {
+            return Ok(None);
+        };
+        let mut writer = Writer::with(file.format, names, force, encoder, Some(dest));
+        writer.segment_end_ms = file.segment_end_ms;
+        writer.produced.push(file.path.clone());
+        Ok(Some(writer))
+    }
+
+    fn with(
+        format: Format,
+        names: Names,
+        force: bool,
+        encoder: Box<dyn Encoder>,
+        dest: Option<Box<dyn Destination>>,
+    ) -> Writer {
+        Writer {
+            format,
+            names,
+            force,
+            encoder,
+            dest,
+            segment_end_ms: None,
+            closed: Vec::new(),
+            closed_bytes: 0,
+            produced: Vec::new(),
+        }
+    }
+
+    /// Whether `file`, left by an earlier run, is one that a run writing `names` in `format`
+    /// goes on writing: the same `-o`, or a segment of the same template.
+    pub fn writes(names: &Names, format: Format, file: &OpenFile) -> bool {
+        file.format == format
+            && match names {
+                Names::File(path) => *path == file.path,
+                Names::Segments(segments) => {
+                    file.segment_end_ms.is_some()
+                        && segments
+                            .name(&file.first.to_fragment())
+                            .is_ok_and(|name| unsuffixed(&file.path) == name)
+                }
+                Names::Stdout => false,
+            }
+    }
+
+    /// Asked at each fragment's start, once its chunk's headers were read: may it be written?
+    /// A segmenting writer starts its next file here.
+    pub fn accept(&mut self, fragment: &Fragment) -> Result<Accept, WriteError> {
+        let fits = match self.encoder.accepts() {
+            Ok(()) => true,
+            Err(Refusal::TracksChanged) => false,
+            Err(Refusal::Unwritable(reason)) => {
+                return Err(WriteError::Unwritable {
+                    fragment: fragment.number.clone(),
+                    reason,
+                });
+            }
+        };
+        let Names::Segments(segments) = &self.names else {
+            return Ok(if fits {
+                Accept::Yes
+            } else {
+                Accept::TrackChange
+            });
+        };
+        let over = self
+            .segment_end_ms
+            .is_some_and(|end| segments.clock.of(fragment) >= end);
+        if self.dest.is_none() || !fits || over {
+            let name = segments.name(fragment)?;
+            let end = segments.end_ms(fragment);
+            // The previous segment is renamed into place before the next one is named.
+            self.close()?;
+            let path = self.free_name(name);
+            self.dest = Some(Box::new(LocalFile::create(&path, self.force)?));
+            self.produced.push(path);
+            self.segment_end_ms = Some(end);
+            self.encoder = self.encoder.next_file();
+        }
+        Ok(Accept::Yes)
+    }
+
+    /// `name`, or when that is taken (an earlier run's file, this run's, or an abandoned
+    /// `.part`), the first of `NAME.1.EXT`, `NAME.2.EXT`, ... that is free. Never a
+    /// replacement: `--force` is the only way to write over a file.
+    fn free_name(&self, name: PathBuf) -> PathBuf {
+        let taken = |p: &Path| {
+            self.produced.iter().any(|q| q == p)
+                || (!self.force && (p.exists() || part_path(p).exists()))
+        };
+        if !taken(&name) {
+            return name;
+        }
+        let stem = name.file_stem().unwrap_or_default().to_string_lossy();
+        let ext = name.extension().map(|e| e.to_string_lossy());
+        (1u64..)
+            .map(|n| {
+                name.with_file_name(match &ext {
+                    Some(ext) => format!("{stem}.{n}.{ext}"),
+                    None => format!("{stem}.{n}"),
+                })
+            })
+            .find(|p| !taken(p))
+            .expect("some suffix is free")
+    }
+
+    /// Body bytes up to the next event, exactly as received.
+    pub fn body(&mut self, data: &[u8]) -> io::Result<()> {
+        self.encoder.body(data)?;
+        self.flush()
+    }
+
+    /// A parser event of a fragment being written, after the bytes that complete it.
+    pub fn event(&mut self, event: &Event<'_>) -> io::Result<()> {
+        self.encoder.event(event)?;
+        self.flush()?;
+        if let (Event::FragmentEnd(_), Some(dest)) = (event, self.dest.as_mut()) {
+            dest.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The fragment that starts here is not written.
+    pub fn skip_fragment(&mut self) {
+        self.encoder.skip_fragment();
+    }
+
+    /// The connection dropped: forget the fragment in progress.
+    pub fn discard(&mut self) -> io::Result<()> {
+        self.encoder.discard();
+        match self.dest.as_mut() {
+            Some(dest) => dest.rollback(),
+            None => Ok(()),
+        }
+    }
+
+    /// Output bytes of whole fragments so far, over every file.
+    pub fn committed(&self) -> u64 {
+        self.closed_bytes + self.dest.as_ref().map_or(0, |d| d.committed())
+    }
+
+    /// Makes everything committed durable, before a state file records it.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match self.dest.as_mut() {
+            Some(dest) => dest.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// The file being written, as the state file records it; `None` for stdout or before the
+    /// first fragment.
+    pub fn open_file(&self) -> Option<OpenFile> {
+        let dest = self.dest.as_ref()?;
+        let c = self.encoder.contents();
+        Some(OpenFile {
+            path: dest.path()?.to_owned(),
+            format: self.format,
+            bytes: dest.committed(),
+            first: Saved::from_fragment(c.first.as_ref()?),
+            last: c.last.as_ref().map(Saved::from_fragment),
+            fragments: c.fragments,
+            duration_ms: c.duration_ms,
+            segment_end_ms: self.segment_end_ms,
+        })
+    }
+
+    /// Where the open segment ends, if one is open.
+    pub fn segment_end_ms(&self) -> Option<i64> {
+        self.segment_end_ms.filter(|_| self.dest.is_some())
+    }
+
+    /// Files finished since the last call (segments closed during the run).
+    pub fn take_closed(&mut self) -> Vec<FileReport> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Completes the output; returns the last file, when one was written.
+    pub fn finish(mut self) -> io::Result<Option<FileReport>> {
+        self.close()?;
+        Ok(self.closed.pop())
+    }
+
+    /// Leaves the open segment as `.part` (its whole fragments durable), for the next run to
+    /// continue; the state file records it. Files closed earlier are returned as by `finish`.
+    pub fn leave_open(mut self) -> io::Result<Vec<FileReport>> {
+        if let Some(mut dest) = self.dest.take() {
+            self.encoder.discard();
+            dest.rollback()?;
+            dest.sync()?;
+        }
+        Ok(std::mem::take(&mut self.closed))
+    }
+
+    /// Moves the encoder's output into the destination.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(dest) = self.dest.as_mut() else {
+            // Segments: nothing is written before the first fragment opens a file.
+            return self.encoder.drain(&mut |_, _| Ok(()));
+        };
+        self.encoder.drain(&mut |bytes, patches| {
+            dest.write(bytes)?;
+            patches
+                .iter()
+                .try_for_each(|p| dest.patch(p.offset, &p.bytes))
+        })
+    }
+
+    /// Completes the open file, if any, into `closed`.
+    fn close(&mut self) -> io::Result<()> {
+        let Some(dest) = self.dest.as_mut() else {
+            return Ok(());
+        };
+        dest.rollback()?;
+        let wrote = self.encoder.finish();
+        self.flush()?;
+        let mut dest = self.dest.take().expect("checked");
+        dest.commit()?;
+        let bytes = dest.committed();
+        let path = dest.finish()?;
+        if wrote {
+            let report = report(path, bytes, &self.encoder.contents());
+            self.closed_bytes += report.bytes;
+            self.closed.push(report);
+        }
+        Ok(())
+    }
+}
+
+fn report(path: Option<PathBuf>, bytes: u64, c: &Contents) -> FileReport {
+    FileReport {
+        path,
+        fragments: c.fragments,
+        bytes,
+        media_duration_ms: c.duration_ms,
+        first_fragment: c.first.as_ref().map(|f| f.number.clone()),
+        last_fragment: c.last.as_ref().map(|f| f.number.clone()),
+        non_monotonic_timestamps: c.non_monotonic,
+    }
+}
+
+type Reopened = (Box<dyn Destination>, Box<dyn Encoder>);
+
+/// The `.part` of `file` cut back to its recorded bytes, and the encoder that wrote it, rebuilt
+/// from those bytes. `Ok(None)` when there is no `.part` (the file was finished, or never begun).
+fn reopen(opts: &Options, file: &OpenFile, last: &Fragment) -> io::Result<Option<Reopened>> {
+    if !part_path(&file.path).exists() {
+        return Ok(None);
+    }
+    let dest = LocalFile::resume(&file.path, file.bytes)?;
+    let mut part = io::Read::take(io::BufReader::new(dest.reader()?), file.bytes);
+    let encoder = file
+        .format
+        .recover(opts, &mut part, file.bytes, file.contents(last))?;
+    Ok(Some((Box::new(dest), encoder)))
+}
+
+/// Finishes the file a killed run left as `.part`, holding exactly the fragments the state file
+/// recorded: the bytes after them are dropped, and the format's trailing parts are written as
+/// an uninterrupted run would have. `Ok(None)` when there is no `.part`.
+pub fn finish_leftover(
+    opts: &Options,
+    file: &OpenFile,
+    last: &Fragment,
+) -> io::Result<Option<FileReport>> {
+    let names = Names::File(file.path.clone());
+    match Writer::continuing(opts.clone(), names, false, file, last)? {
+        Some(writer) => writer.finish(),
+        None => Ok(None),
+    }
+}
+
+/// `NAME` for `NAME.3.EXT`: the name a suffixed file was given for.
+fn unsuffixed(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut parts: Vec<&str> = name.split('.').collect();
+    let n = parts.len();
+    let numbered = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if n >= 3 && numbered(parts[n - 2]) {
+        parts.remove(n - 2);
+    } else if n == 2 && numbered(parts[1]) {
+        parts.pop();
+    } else {
+        return path.to_owned();
+    }
+    path.with_file_name(parts.join("."))
+}
+
+/// A `--segment` file name: `{stream}`, `{fragment}` and strftime fields of the first
+/// fragment's time (on the `--timestamp-type` clock), in UTC.
+pub fn segment_name(
+    template: &str,
+    stream: &str,
+    clock: Clock,
+    fragment: &Fragment,
+) -> io::Result<PathBuf> {
+    let time = jiff::Timestamp::from_millisecond(clock.of(fragment)).map_err(io::Error::other)?;
+    let named = template
+        .replace("{stream}", stream)
+        .replace("{fragment}", &fragment.number);
+    let expanded = jiff::fmt::strtime::format(&named, time).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot expand the file name template {template:?}: {e}"),
+        )
+    })?;
+    Ok(PathBuf::from(expanded))
+}
