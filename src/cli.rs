@@ -182,6 +182,13 @@ pub struct Cli {
     )]
     pub format: FormatArg,
 
+    /// With --format mp4: finish each file as a progressive MP4, its index before the media
+    ///
+    /// For players and web servers that need `moov` first. The file is rewritten once it is
+    /// complete (on the same disk, about the time of a copy).
+    #[arg(long, help_heading = "Output")]
+    pub faststart: bool,
+
     /// Overwrite existing output files
     #[arg(long, help_heading = "Output")]
     pub force: bool,
@@ -251,6 +258,8 @@ pub enum ClockArg {
 pub enum FormatArg {
     /// One clean Matroska file: continuous timestamps, cues, duration, tags
     Mkv,
+    /// Fragmented MP4 (H.264, H.265, AAC, G.711): plays in browsers, phones, editors
+    Mp4,
     /// The GetMedia bytes as received, whole fragments only
     Raw,
 }

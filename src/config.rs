@@ -126,6 +126,7 @@ pub struct Stop {
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Mkv,
+    Mp4,
     Raw,
 }
 
@@ -134,6 +135,7 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Mkv => "mkv",
+            Format::Mp4 => "mp4",
             Format::Raw => "raw",
         }
     }
@@ -155,6 +157,8 @@ pub struct Output {
     pub format: Format,
     /// Replace existing files.
     pub force: bool,
+    /// `--faststart`: finished MP4 files are progressive (always with `Format::Mp4` and a file).
+    pub faststart: bool,
     /// Start a new file every this much media (always with `Target::File`).
     pub segment: Option<Duration>,
 }
@@ -270,6 +274,7 @@ impl Config {
         let output = resolve_output(
             cli.output,
             cli.format,
+            cli.faststart,
             cli.force,
             cli.segment.as_deref(),
             stdout_is_tty,
@@ -781,12 +786,14 @@ fn max_bytes(value: &str) -> Result<u64, Error> {
 fn resolve_output(
     path: PathBuf,
     format: FormatArg,
+    faststart: bool,
     force: bool,
     segment: Option<&str>,
     stdout_is_tty: bool,
 ) -> Result<Output, Error> {
     let format = match format {
         FormatArg::Mkv => Format::Mkv,
+        FormatArg::Mp4 => Format::Mp4,
         FormatArg::Raw => Format::Raw,
     };
     let segment = segment.map(|s| duration_flag("--segment", s)).transpose()?;
@@ -820,9 +827,23 @@ fn resolve_output(
         }
     }
 
+    if faststart && format != Format::Mp4 {
+        return Err(usage(
+            format!("--faststart needs --format mp4, not {}", format.name()),
+            "add --format mp4, or drop --faststart",
+        ));
+    }
+    if faststart && target == Target::Stdout {
+        return Err(usage(
+            "--faststart cannot be used with -o - (a pipe cannot be rewritten)".into(),
+            "drop --faststart: standard output gets a fragmented MP4 players read as it comes",
+        ));
+    }
+
     Ok(Output {
         target,
         format,
+        faststart,
         force,
         segment,
     })

@@ -11,6 +11,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::encoder::Rewrite;
+
 /// Writes are gathered into buffers of this size before they reach the file.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -37,6 +39,11 @@ pub trait Destination {
     /// Drops the uncommitted rest and makes the committed bytes final. Returns the final path
     /// when a file was written.
     fn finish(self: Box<Self>) -> io::Result<Option<PathBuf>>;
+    /// Like `finish`, but the final file is `rewrite.head` followed by the listed ranges of the
+    /// committed bytes. Outputs that cannot read back return `Unsupported`.
+    fn finish_rewritten(self: Box<Self>, _rewrite: &Rewrite) -> io::Result<Option<PathBuf>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// `PATH.part`, renamed to `PATH` when finished.
@@ -223,10 +230,70 @@ impl Destination for LocalFile {
             }
             return Ok(None);
         }
+        // Renamed while still locked, so that no other run ever takes the `.part` of a
+        // finished file for an abandoned one.
+        let file = self.seal()?;
+        let path = self.publish(&self.part.clone())?;
+        drop(file);
+        Ok(Some(path))
+    }
+
+    fn finish_rewritten(mut self: Box<Self>, rewrite: &Rewrite) -> io::Result<Option<PathBuf>> {
+        if self.committed == 0 {
+            return self.finish();
+        }
+        let mut part = self.seal()?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let mut out = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".rewrite")
+            .tempfile_in(dir)?;
+        out.write_all(&rewrite.head)?;
+        for range in &rewrite.ranges {
+            part.seek(SeekFrom::Start(range.start))?;
+            // File to file: the kernel copies (copy_file_range), nothing passes through memory.
+            let n = io::copy(
+                &mut (&part).take(range.end - range.start),
+                out.as_file_mut(),
+            )?;
+            if n != range.end - range.start {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} ends before byte {}", self.part.display(), range.end),
+                ));
+            }
+        }
+        out.as_file().sync_all()?;
+        let (_, tmp) = out.keep().map_err(|e| e.error)?;
+        let published = self.publish(&tmp);
+        if published.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let path = published?;
+        fs::remove_file(&self.part)?;
+        drop(part);
+        sync_parent(&self.path);
+        Ok(Some(path))
+    }
+}
+
+impl LocalFile {
+    /// The committed bytes, flushed and durable, with the uncommitted rest dropped.
+    fn seal(&mut self) -> io::Result<File> {
         self.rollback()?;
         self.flush_buf()?;
         let file = self.file.take().expect("bytes were committed");
         file.sync_all()?;
+        Ok(file)
+    }
+
+    /// Puts `from` (the `.part`, or a rewrite of it) under the final name, unless a file
+    /// appeared there meanwhile and `--force` was not given.
+    fn publish(&self, from: &Path) -> io::Result<PathBuf> {
         if !self.force && self.path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -237,12 +304,9 @@ impl Destination for LocalFile {
                 ),
             ));
         }
-        // Renamed while still locked, so that no other run ever takes the `.part` of a
-        // finished file for an abandoned one.
-        fs::rename(&self.part, &self.path)?;
-        drop(file);
+        fs::rename(from, &self.path)?;
         sync_parent(&self.path);
-        Ok(Some(self.path.clone()))
+        Ok(self.path.clone())
     }
 }
 

@@ -9,6 +9,7 @@
 //! one new file here implementing [`Encoder`], plus its line in [`Format`]'s two functions.
 
 mod mkv;
+mod mp4;
 mod raw;
 
 use std::io;
@@ -16,6 +17,7 @@ use std::io;
 use ::mkv::{Event, Fragment, Patch};
 
 use crate::config::Format;
+pub use ::mp4::Rewrite;
 pub use raw::Raw;
 
 /// How every file of a run is labelled and laid out.
@@ -23,6 +25,8 @@ pub use raw::Raw;
 pub struct Options {
     /// Values are patched in place at the end, and the file gets an index. Off for pipes.
     pub seekable: bool,
+    /// `--faststart`: a finished MP4 file is rewritten with its index before the media.
+    pub faststart: bool,
     /// The application that wrote the file, e.g. `kvs-dl 0.1.0`.
     pub app: String,
     /// The tag naming the stream, e.g. (`KVS_STREAM_ARN`, `arn:aws:...`).
@@ -76,6 +80,11 @@ pub trait Encoder {
     /// An encoder for the next file, which goes on reading the chunk this one is in.
     fn next_file(&self) -> Box<dyn Encoder>;
     fn contents(&self) -> Contents;
+    /// After [`Encoder::finish`]: the file to make from the one written, when the format wants
+    /// it rewritten (MP4 with `--faststart`).
+    fn rewrite(&self) -> Option<Rewrite> {
+        None
+    }
 }
 
 impl Format {
@@ -84,6 +93,7 @@ impl Format {
         match self {
             Format::Raw => Box::new(Raw::default()),
             Format::Mkv => Box::new(::mkv::Muxer::new(mkv::options(opts))),
+            Format::Mp4 => Box::new(mp4::new(opts)),
         }
     }
 
@@ -100,6 +110,7 @@ impl Format {
         Ok(match self {
             Format::Raw => Box::new(Raw::resumed(contents)),
             Format::Mkv => Box::new(mkv::recover(opts, part, bytes, contents)?),
+            Format::Mp4 => Box::new(mp4::recover(opts, part, bytes, contents)?),
         })
     }
 }

@@ -257,6 +257,7 @@ fn leftover_error(file: &OpenFile, e: std::io::Error) -> Error {
 fn encoder_options(cfg: &Config) -> Options {
     Options {
         seekable: matches!(cfg.output.target, Target::File(_)),
+        faststart: cfg.output.faststart,
         app: format!("kvs-dl {}", env!("CARGO_PKG_VERSION")),
         stream_tag: match &cfg.stream {
             StreamId::Arn(arn) => ("KVS_STREAM_ARN".into(), arn.clone()),

@@ -390,8 +390,12 @@ impl Writer {
         self.flush()?;
         let mut dest = self.dest.take().expect("checked");
         dest.commit()?;
-        let bytes = dest.committed();
-        let path = dest.finish()?;
+        let rewrite = self.encoder.rewrite();
+        let bytes = rewrite.as_ref().map_or(dest.committed(), |r| r.len());
+        let path = match &rewrite {
+            Some(rewrite) => dest.finish_rewritten(rewrite)?,
+            None => dest.finish()?,
+        };
         if wrote {
             let report = report(path, bytes, &self.encoder.contents());
             self.closed_bytes += report.bytes;

@@ -5,6 +5,7 @@ mod download;
 mod errors;
 mod matrix;
 mod media;
+mod mp4;
 mod progress;
 mod resilience;
 mod support;

@@ -1,6 +1,6 @@
 //! Faults: every fragment ends up on disk exactly once, with the documented exit code.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,6 @@ fn download_all(w: &World, extra: &[&str]) -> (std::process::Output, Vec<String>
     let mut args = vec!["--start", "earliest", "--end", "now"];
     args.extend_from_slice(extra);
     fetch_raw(w, &args)
-}
-
-/// `n` synthetic fragments of about `bytes` each.
-fn sized(n: usize, bytes: usize) -> Vec<kvs_emu::StoredFragment> {
-    kvs_emu::synthetic(&kvs_emu::SyntheticSpec {
-        fragments: n,
-        target_fragment_bytes: Some(bytes),
-        ..kvs_emu::SyntheticSpec::default()
-    })
 }
 
 fn with_faults(n: usize, faults: Vec<CallFault>) -> (World, Vec<String>) {
@@ -237,67 +228,12 @@ fn getmedia_calls_stay_within_five_per_second() {
     );
 }
 
-/// JSON objects, one per line.
-pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Starts kvs-dl with `--progress json` and returns it with a reader of its stderr.
-fn spawn_json(w: &World, args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
-    let mut child = w
-        .kvs_dl()
-        .args(args)
-        .args(["--progress", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = BufReader::new(child.stderr.take().unwrap());
-    (child, err)
-}
-
-/// Reads JSON events until `n` fragments were written.
-fn wait_fragments(
-    err: &mut BufReader<std::process::ChildStderr>,
-    n: usize,
-) -> Vec<serde_json::Value> {
-    let mut events = Vec::new();
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while events
-        .iter()
-        .filter(|e: &&serde_json::Value| e["event"] == "fragment")
-        .count()
-        < n
-    {
-        assert!(Instant::now() < deadline, "no progress: {events:?}");
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "kvs-dl ended early: {events:?}"
-        );
-        if let Ok(v) = serde_json::from_str(&line) {
-            events.push(v);
-        }
-    }
-    events
-}
-
 fn signal(child: &Child, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn live(n: usize, speed: f64) -> Stream {
-    Stream {
-        live: Some(Live { speed, backlog: 2 }),
-        ..archive("cam", n)
-    }
 }
 
 #[test]
@@ -471,24 +407,6 @@ fn kill_9_after(w: &World, args: &[&str], n: usize, all: &[String]) -> usize {
         + 1
 }
 
-/// Asserts that `path` holds exactly `fragments`, once each, and says so in its Tags.
-fn holds_exactly(path: &std::path::Path, fragments: &[kvs_emu::StoredFragment]) {
-    let served: Vec<Vec<u8>> = fragments
-        .iter()
-        .flat_map(|f| contents(&f.chunk(0)).blocks)
-        .collect();
-    let data = std::fs::read(path).unwrap();
-    assert_eq!(contents(&data).blocks, served, "{}", path.display());
-    if let Some(v) = verdict(path, true, false) {
-        assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], fragments[0].number());
-        assert_eq!(
-            v.tags["KVS_LAST_FRAGMENT_NUMBER"],
-            fragments[fragments.len() - 1].number()
-        );
-        assert_eq!(v.tags["KVS_FRAGMENTS"], fragments.len().to_string());
-    }
-}
-
 #[test]
 fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     let stream = live(100, 4.0);
@@ -526,11 +444,6 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
     let saved = state(&w);
     assert_eq!(saved["file"]["path"], next, "{saved}");
     assert_eq!(saved["file"]["fragments"], 3, "{saved}");
-}
-
-/// The state of `w`'s `s.json`.
-fn state(w: &World) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap()
 }
 
 #[test]

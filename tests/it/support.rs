@@ -2,12 +2,13 @@
 //! clean environment pointed at it, the third-party captures, media made with ffmpeg, and the
 //! verdicts of ffprobe and mkvmerge.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kvs_emu::{Config, Emulator, Ingest, Request, StoredFragment, Stream, SyntheticSpec};
+use kvs_emu::{Config, Emulator, Ingest, Live, Request, StoredFragment, Stream, SyntheticSpec};
 use mkv::{Event, Parser};
 
 pub const IDLE: Duration = Duration::from_millis(200);
@@ -435,6 +436,31 @@ pub fn generated(name: &str) -> Option<Vec<u8>> {
             .into_iter()
             .map(String::from)
             .collect(),
+            // B-frames (composition offsets) and audio that starts with the picture.
+            "h265-aac-bf.mkv" => vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &video("320x240"),
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=10",
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "keyint=25:min-keyint=25:no-open-gop=1:bframes=3:log-level=error",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-shortest",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
             other => panic!("no recipe for {other}"),
         };
         let out = Command::new("ffmpeg")
@@ -481,4 +507,93 @@ pub fn in_terminal(cmd: &Command) -> Command {
         script.current_dir(dir);
     }
     script
+}
+
+/// `n` synthetic fragments of about `bytes` each.
+pub fn sized(n: usize, bytes: usize) -> Vec<kvs_emu::StoredFragment> {
+    kvs_emu::synthetic(&kvs_emu::SyntheticSpec {
+        fragments: n,
+        target_fragment_bytes: Some(bytes),
+        ..kvs_emu::SyntheticSpec::default()
+    })
+}
+
+/// JSON objects, one per line.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Starts kvs-dl with `--progress json` and returns it with a reader of its stderr.
+pub fn spawn_json(w: &World, args: &[&str]) -> (Child, BufReader<ChildStderr>) {
+    let mut child = w
+        .kvs_dl()
+        .args(args)
+        .args(["--progress", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    (child, err)
+}
+
+/// Reads JSON events until `n` fragments were written.
+pub fn wait_fragments(
+    err: &mut BufReader<ChildStderr>,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events
+        .iter()
+        .filter(|e: &&serde_json::Value| e["event"] == "fragment")
+        .count()
+        < n
+    {
+        assert!(Instant::now() < deadline, "no progress: {events:?}");
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "kvs-dl ended early: {events:?}"
+        );
+        if let Ok(v) = serde_json::from_str(&line) {
+            events.push(v);
+        }
+    }
+    events
+}
+
+/// A live stream `cam` of `n` fragments, two held before the emulator starts, the others
+/// arriving `speed` times faster than real time.
+pub fn live(n: usize, speed: f64) -> Stream {
+    Stream {
+        live: Some(Live { speed, backlog: 2 }),
+        ..archive("cam", n)
+    }
+}
+
+/// Asserts that `path` holds exactly `fragments`, once each, and says so in its Tags.
+pub fn holds_exactly(path: &Path, fragments: &[kvs_emu::StoredFragment]) {
+    let served: Vec<Vec<u8>> = fragments
+        .iter()
+        .flat_map(|f| contents(&f.chunk(0)).blocks)
+        .collect();
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(contents(&data).blocks, served, "{}", path.display());
+    if let Some(v) = verdict(path, true, false) {
+        assert_eq!(v.tags["KVS_FIRST_FRAGMENT_NUMBER"], fragments[0].number());
+        assert_eq!(
+            v.tags["KVS_LAST_FRAGMENT_NUMBER"],
+            fragments[fragments.len() - 1].number()
+        );
+        assert_eq!(v.tags["KVS_FRAGMENTS"], fragments.len().to_string());
+    }
+}
+
+/// The state of `w`'s `s.json`.
+pub fn state(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap()
 }

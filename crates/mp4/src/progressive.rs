@@ -13,6 +13,18 @@ pub struct Rewrite {
     pub ranges: Vec<std::ops::Range<u64>>,
 }
 
+impl Rewrite {
+    /// The length of the rewritten file.
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.ranges.iter().map(|r| r.end - r.start).sum::<u64>()
+    }
+
+    /// Whether the rewritten file is empty (it never is: `head` holds at least `ftyp`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl Muxer {
     /// With faststart, after [`Muxer::finish`]: the progressive file to build from the finished
     /// fragmented one. Chunk offsets are 64-bit (`co64`), so the moov's length does not depend
