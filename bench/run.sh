@@ -55,11 +55,14 @@ tools=(
     "curl|curl -sS -X POST -H 'Content-Type: application/json' -d '$body' -o out.curl http://127.0.0.1:$DATA_PORT/getMedia"
     "kvs-dl --format raw|$kvs --format raw -o out.raw"
     "kvs-dl --format mkv|$kvs --format mkv -o out.mkv"
+    "kvs-dl --format mp4|$kvs --format mp4 -o out.mp4"
+    "kvs-dl --format mp4 --faststart|$kvs --format mp4 --faststart -o out.fast.mp4"
 )
 if command -v aws >/dev/null; then
     tools+=(
         "aws get-media|aws kinesis-video-media get-media --endpoint-url http://127.0.0.1:$DATA_PORT --stream-name big --start-selector StartSelectorType=EARLIEST out.aws > /dev/null"
         "ffmpeg -c copy (after get-media)|ffmpeg -v error -y -i out.aws -c copy out.remux.mkv"
+        "ffmpeg -c copy -movflags +faststart (after get-media)|ffmpeg -v error -y -i out.aws -c copy -movflags +faststart out.remux.mp4"
     )
 fi
 
@@ -70,11 +73,12 @@ for run in $(seq "$RUNS"); do
         name=${entry%%|*}
         cmd=${entry#*|}
         # The remux reads what get-media wrote in this round; everything else starts clean.
-        [[ $name == ffmpeg* ]] || rm -f "$work"/out.curl "$work"/out.raw "$work"/out.mkv "$work"/out.remux.mkv
+        [[ $name == ffmpeg* ]] || rm -f "$work"/out.curl "$work"/out.raw "$work"/out.mkv "$work"/out.mp4 \
+            "$work"/out.fast.mp4 "$work"/out.remux.mkv "$work"/out.remux.mp4
         sync
         (cd "$work" && /usr/bin/time -f '%e %U %S %M' -o "$work/time" bash -c "$cmd" 2> "$work/stderr") \
             || { echo "bench: $name failed:" >&2; cat "$work/stderr" >&2; exit 1; }
-        out=$(ls -S "$work"/out.* 2>/dev/null | head -1)
+        out=$(ls -t "$work"/out.* 2>/dev/null | head -1)
         bytes=$(stat -c %s "$out")
         [[ $name == "aws get-media" ]] && bytes=$(stat -c %s "$work/out.aws")
         echo "$name|$bytes|$(cat "$work/time")" >> "$results"
@@ -105,6 +109,7 @@ measure_memory() {
 }
 kvs_mem="$bin/kvs-dl --endpoint-url http://127.0.0.1:$PORT --start earliest --end now --progress log --force"
 measure_memory "kvs-dl mkv, $MEMORY_GB GB pull" "$kvs_mem --stream-name long -o out.mkv"
+measure_memory "kvs-dl mp4, $MEMORY_GB GB pull" "$kvs_mem --stream-name long --format mp4 -o out.mp4"
 measure_memory "kvs-dl raw, 40 MB fragments" "$kvs_mem --stream-name frag40 --format raw -o out.raw"
 measure_memory "kvs-dl mkv, 40 MB fragments" "$kvs_mem --stream-name frag40 -o out.mkv"
 measure_memory "kvs-dl mkv to a pipe, 40 MB fragments" "$kvs_mem --stream-name frag40 -o - | cat > /dev/null"
@@ -118,18 +123,22 @@ for line in open(sys.argv[1]):
     rows[name].append((int(size), float(wall), float(user) + float(system), int(rss)))
 med = {n: tuple(statistics.median(v[i] for v in runs) for i in range(4)) for n, runs in rows.items()}
 curl = med["curl"]
-aws = None
+aws = {}
 if "aws get-media" in med:
-    g, f = med["aws get-media"], med["ffmpeg -c copy (after get-media)"]
-    aws = (g[0], g[1] + f[1], g[2] + f[2], max(g[3], f[3]))
-    med["aws get-media + ffmpeg remux"] = aws
+    g = med["aws get-media"]
+    for kind, remux in [("mkv", "ffmpeg -c copy (after get-media)"),
+                        ("mp4", "ffmpeg -c copy -movflags +faststart (after get-media)")]:
+        f = med[remux]
+        aws[kind] = (g[0], g[1] + f[1], g[2] + f[2], max(g[3], f[3]))
+        med[f"aws get-media + ffmpeg to {kind}"] = aws[kind]
 print(f"kvs-dl benchmark, {datetime.date.today()}, {sys.argv[3]} cores, {sys.argv[4]} GiB, {sys.argv[2]} GB GetMedia body, medians of {len(rows['curl'])} runs")
 print()
 print("| tool | MB/s | wall s | CPU s per GB | peak RSS MB | wall vs curl | CPU vs curl | wall vs AWS CLI path |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name, (size, wall, cpu, rss) in med.items():
     gb = curl[0] / 1e9
-    vs_aws = f"{wall / aws[1]:.2f}x" if aws and name.startswith("kvs-dl") else ""
+    path = aws.get("mp4" if "mp4" in name else "mkv")
+    vs_aws = f"{wall / path[1]:.2f}x" if path and name.startswith("kvs-dl") and "raw" not in name else ""
     print(f"| {name} | {curl[0] / 1e6 / wall:.0f} | {wall:.2f} | {cpu / gb:.2f} | {rss / 1024:.1f} | {wall / curl[1]:.2f}x | {cpu / curl[2]:.2f}x | {vs_aws} |")
 print()
 print("| memory check | wall s | peak RSS MB |")
