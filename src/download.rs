@@ -901,3 +901,6 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod loop_tests;
