@@ -979,6 +979,7 @@ mod tests {
                 output: Output {
                     target: Target::File("out.mkv".into()),
                     format: Format::Mkv,
+                    faststart: false,
                     force: false,
                     segment: None,
                 },
@@ -1540,6 +1541,7 @@ mod tests {
             Output {
                 target: Target::File("out.mkv".into()),
                 format: Format::Raw,
+                faststart: false,
                 force: true,
                 segment: None,
             }
@@ -1628,6 +1630,12 @@ mod tests {
     fn segment_refusals() {
         let msg = usage_err(resolve_stdout(&["--segment", "10m"], false));
         assert!(msg.contains("--segment") && msg.contains("-o -"), "{msg}");
+        // --faststart is for mp4 files.
+        let msg = err(&["--faststart"]);
+        assert!(msg.contains("--faststart") && msg.contains("mp4"), "{msg}");
+        assert!(ok(&["--format", "mp4", "--faststart"]).output.faststart);
+        let msg = usage_err(resolve_stdout(&["--format", "mp4", "--faststart"], false));
+        assert!(msg.contains("-o -"), "{msg}");
         // Every format can be segmented.
         let raw = [
             "--stream-name",

@@ -312,3 +312,78 @@ fn mp4_segments_hold_every_fragment_once_and_stdout_is_a_fragmented_stream() {
 fn blocks_of(fragments: &[StoredFragment]) -> usize {
     fragments.iter().map(|f| f.blocks()).sum()
 }
+
+#[test]
+fn after_kill_9_mp4_is_continued_by_the_same_command_and_finished_by_another() {
+    let Some(fragments) = cut("h264-aac.mkv") else {
+        return;
+    };
+    // What an uninterrupted run writes.
+    let (uninterrupted, out) = download(fragments.clone(), &["-o", "ref.mkv"]);
+    assert_exit(&out, 0);
+    let reference = packets(&uninterrupted.path("ref.mkv"));
+    assert_exit(
+        &download_into(&uninterrupted, &["--format", "mp4", "-o", "ref.mp4"]),
+        0,
+    );
+    let (want, _, _) = probe(&uninterrupted.path("ref.mp4"));
+    let stream = Stream {
+        live: Some(kvs_emu::Live {
+            speed: 2.0,
+            backlog: 2,
+        }),
+        idle_close: IDLE,
+        ..Stream::archive("cam", fragments.clone())
+    };
+    for same_command in [true, false] {
+        let w = World::new(vec![stream.clone()]);
+        let args = [
+            "--stream-name",
+            "cam",
+            "--start",
+            "earliest",
+            "--state-file",
+            "s.json",
+            "--format",
+            "mp4",
+            "-o",
+            "out.mp4",
+        ];
+        let (mut child, mut err) = spawn_json(&w, &args);
+        wait_fragments(&mut err, 3);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(w.path("out.mp4.part").exists() && !w.path("out.mp4").exists());
+        let recorded = state(&w)["file"]["fragments"].as_u64().unwrap() as usize;
+
+        let mut rerun = args;
+        if !same_command {
+            rerun[9] = "rest.mp4";
+        }
+        // The rest of the stream, as it arrives.
+        let rest = (fragments.len() - recorded).to_string();
+        let out = run(w.kvs_dl().args(rerun).args(["--max-fragments", &rest]));
+        assert_exit(&out, 0);
+        assert!(!w.path("out.mp4.part").exists());
+        let mut files = vec![w.path("out.mp4")];
+        if !same_command {
+            files.push(w.path("rest.mp4"));
+            let first: usize = packets(&files[0]).iter().map(Vec::len).sum();
+            let blocks: usize = fragments[..recorded].iter().map(|f| f.blocks()).sum();
+            assert_eq!(
+                first, blocks,
+                "the killed file holds exactly the recorded fragments"
+            );
+        }
+        // Every packet once, in order, across the files.
+        let mut got: Vec<Vec<(String, String)>> = vec![Vec::new(); reference.len()];
+        for file in &files {
+            let (_, _, err) = probe(file);
+            assert!(err.is_empty(), "{}: {err}", file.display());
+            for (stream, packets) in packets(file).into_iter().enumerate() {
+                got[stream].extend(packets);
+            }
+        }
+        assert_eq!(got, reference, "same command: {same_command}");
+    }
+}
