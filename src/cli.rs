@@ -555,7 +555,15 @@ mod tests {
         assert!(cli.force);
         assert_eq!(cli.segment.as_deref(), Some("10m"));
         assert_eq!(cli.state_file, Some(PathBuf::from("cam.json")));
-        let cli = ok(&["--stream-name", "a", "-o", "x", "--format", "mp4", "--faststart"]);
+        let cli = ok(&[
+            "--stream-name",
+            "a",
+            "-o",
+            "x",
+            "--format",
+            "mp4",
+            "--faststart",
+        ]);
         assert_eq!((cli.format, cli.faststart), (FormatArg::Mp4, true));
         assert_eq!(
             err(&["--stream-name", "a", "-o", "x", "--format", "mov"]),

@@ -540,10 +540,7 @@ pub fn spawn_json(w: &World, args: &[&str]) -> (Child, BufReader<ChildStderr>) {
 }
 
 /// Reads JSON events until `n` fragments were written.
-pub fn wait_fragments(
-    err: &mut BufReader<ChildStderr>,
-    n: usize,
-) -> Vec<serde_json::Value> {
+pub fn wait_fragments(err: &mut BufReader<ChildStderr>, n: usize) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     let mut line = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
