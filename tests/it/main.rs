@@ -1,6 +1,7 @@
 //! kvs-dl end to end: the real binary, through the real AWS SDK, against `kvs-emu` on loopback.
 
 mod browser;
+mod cron;
 mod download;
 mod errors;
 mod matrix;

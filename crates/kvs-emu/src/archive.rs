@@ -420,6 +420,8 @@ fn withheld(stream: &StreamState, index: usize) -> bool {
     for fault in faults {
         match fault {
             FragmentFault::Lost { .. } => return true,
+            // GetMedia's fault: the archived-media APIs serve the fragment whole.
+            FragmentFault::Corrupt { .. } => {}
             FragmentFault::NotFoundFirst { times, .. } => {
                 let before = *asked.get_or_insert_with(|| stream.ask(index));
                 if before < *times {

@@ -96,7 +96,8 @@ pub struct Stream {
     /// Per-connection bandwidth cap in bytes per second for GetMedia and
     /// GetMediaForFragmentList bodies (the service's is 25 MB/s); `None`: as fast as possible.
     pub bandwidth: Option<u64>,
-    /// Fragments that GetMediaForFragmentList cannot serve for a while, or ever.
+    /// Fragments that GetMediaForFragmentList cannot serve for a while, or ever, and fragments
+    /// that GetMedia serves damaged.
     pub fragment_faults: Vec<FragmentFault>,
     /// Open GetMediaForFragmentList connections another consumer holds on this stream: they
     /// count against its limit of 5 (and turn that limit on even without `enforce_limits`).
@@ -166,6 +167,12 @@ impl Stream {
             _ => call,
         };
         self.faults.get(index).cloned().unwrap_or(CallFault::None)
+    }
+
+    /// Whether fragment `index` is served damaged ([`FragmentFault::Corrupt`]).
+    pub(crate) fn corrupt(&self, index: usize) -> bool {
+        self.fragment_faults
+            .contains(&FragmentFault::Corrupt { fragment: index })
     }
 
     /// Why the stream cannot be served, if it cannot.

@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use bytes::Bytes;
+use mkv::ebml::{self, id};
 use tokio::time::Instant;
 
 /// What happens to one GetMedia call.
@@ -45,8 +47,9 @@ pub enum CallFault {
     ExpiredToken,
 }
 
-/// What happens to one fragment when GetMediaForFragmentList asks for it. The fragment is still
-/// listed by ListFragments: these are the service's "listed, but not (yet) readable" cases.
+/// What happens to one fragment when a body serves it. The fragment is still listed by
+/// ListFragments: these are the service's "listed, but not (yet) readable" cases
+/// (GetMediaForFragmentList), and a fragment stored damaged (GetMedia).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FragmentFault {
     /// The fragment at `fragment` (an index into [`crate::Stream::fragments`]) answers the
@@ -57,17 +60,50 @@ pub enum FragmentFault {
     /// The fragment at `fragment` always answers FRAGMENT_NOT_FOUND: a loss, which a client must
     /// report rather than retry for ever.
     Lost { fragment: usize },
+    /// The fragment at `fragment` is stored damaged: every GetMedia body that serves it sends
+    /// its chunk whole in length, tags intact, but with the first byte inside its Cluster (the
+    /// header of the Cluster's first child) replaced by `0x00`, which no EBML element ID starts
+    /// with. A parser fails inside that fragment, after its start; the next chunk is whole.
+    Corrupt { fragment: usize },
 }
 
 impl FragmentFault {
     /// The index of the fragment it is about.
     pub fn fragment(&self) -> usize {
         match *self {
-            FragmentFault::NotFoundFirst { fragment, .. } | FragmentFault::Lost { fragment } => {
-                fragment
-            }
+            FragmentFault::NotFoundFirst { fragment, .. }
+            | FragmentFault::Lost { fragment }
+            | FragmentFault::Corrupt { fragment } => fragment,
         }
     }
+}
+
+/// One fragment's chunk, given as pieces, as [`FragmentFault::Corrupt`] serves it: the byte
+/// after its Cluster's header zeroed. A chunk without a Cluster is returned as it is.
+pub(crate) fn corrupt(pieces: Vec<Bytes>) -> Vec<Bytes> {
+    let mut chunk = pieces.concat();
+    let Some(at) = cluster_data(&chunk) else {
+        return pieces;
+    };
+    chunk[at] = 0x00;
+    vec![Bytes::from(chunk)]
+}
+
+/// Where the data of the chunk's first Cluster starts: past the EBML header and the Segment's
+/// children before it.
+fn cluster_data(chunk: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while pos < chunk.len() {
+        let h = ebml::read_header(&chunk[pos..]).ok()??;
+        pos += h.len;
+        match h.id {
+            id::CLUSTER => return (pos < chunk.len()).then_some(pos),
+            // Into the Segment: its children follow.
+            id::SEGMENT => {}
+            _ => pos += usize::try_from(h.size?).ok()?,
+        }
+    }
+    None
 }
 
 /// The per-stream APIs whose calls the service limits, each with its own budget.
@@ -186,6 +222,44 @@ impl CallBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_chunk_fails_to_parse_inside_its_fragment() {
+        let fragments = crate::synthetic(&crate::SyntheticSpec {
+            fragments: 2,
+            ..crate::SyntheticSpec::default()
+        });
+        let whole = fragments[0].chunk(0);
+        let damaged = corrupt(fragments[0].pieces(0)).concat();
+        assert_eq!(damaged.len(), whole.len());
+        assert_eq!(
+            whole.iter().zip(&damaged).filter(|(a, b)| a != b).count(),
+            1,
+            "one byte changed"
+        );
+        let mut parser = mkv::Parser::new();
+        parser.push(&damaged);
+        parser.push(&fragments[1].chunk(0));
+        let mut started = None;
+        let err = loop {
+            match parser.next_event() {
+                Ok(Some(mkv::Event::FragmentStart(f))) => started = Some(f.number),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the damaged chunk parsed"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(started.as_deref(), Some(fragments[0].number()), "{err}");
+        // The next chunk reads again.
+        parser.resync();
+        let mut ended = Vec::new();
+        while let Some(e) = parser.next_event().unwrap() {
+            if let mkv::Event::FragmentEnd(f) = e {
+                ended.push(f.number);
+            }
+        }
+        assert_eq!(ended, [fragments[1].number()]);
+    }
 
     #[test]
     fn calls_are_numbered_and_unlimited_by_default() {

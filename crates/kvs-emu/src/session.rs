@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream as FutureStream;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::faults::{Api, CallFault};
+use crate::faults::{self, Api, CallFault};
 use crate::pace::Pace;
 use crate::requests::BodyEnd;
 use crate::selector::Start;
@@ -248,8 +248,12 @@ impl Session {
             .server_ms()
             .saturating_sub(fragment.server_ms())
             .max(0) as u64;
+        let mut pieces = fragment.pieces(behind);
+        if stream.spec.corrupt(self.next) {
+            pieces = faults::corrupt(pieces);
+        }
         let mut size = 0u64;
-        for mut piece in fragment.pieces(behind) {
+        for mut piece in pieces {
             size += piece.len() as u64;
             while piece.len() > PIECE {
                 self.queue.push_back(piece.split_to(PIECE));
