@@ -322,6 +322,11 @@ fn after_kill_9_mp4_is_continued_by_the_same_command_and_finished_by_another() {
     let (uninterrupted, out) = download(fragments.clone(), &["-o", "ref.mkv"]);
     assert_exit(&out, 0);
     let reference = packets(&uninterrupted.path("ref.mkv"));
+    assert_exit(
+        &download_into(&uninterrupted, &["--format", "mp4", "-o", "ref.mp4"]),
+        0,
+    );
+    let (uninterrupted_duration, _, _) = probe(&uninterrupted.path("ref.mp4"));
     let stream = Stream {
         live: Some(kvs_emu::Live {
             speed: 2.0,
@@ -380,5 +385,18 @@ fn after_kill_9_mp4_is_continued_by_the_same_command_and_finished_by_another() {
             }
         }
         assert_eq!(got, reference, "same command: {same_command}");
+        if same_command {
+            // Continued where it stopped: the same timeline as an uninterrupted run.
+            let (duration, _, _) = probe(&files[0]);
+            assert!(
+                (duration - uninterrupted_duration).abs() < 0.002,
+                "the continued file lasts {duration} s, an uninterrupted one {uninterrupted_duration} s"
+            );
+            let out = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.contains("0 fragment timestamps that did not move forward"),
+                "{out}"
+            );
+        }
     }
 }

@@ -23,6 +23,9 @@ const MP4_EPOCH_OFFSET: i64 = 2_082_844_800;
 /// Identifies the private box (in moov) holding the source Tracks, for recovery.
 pub const PRIVATE_UUID: [u8; 16] = *b"kvs-dl/mp4/mkv\0\x01";
 
+/// The layout of the private box: version, TimestampScale, shift, Tracks element.
+pub const PRIVATE_VERSION: u8 = 2;
+
 /// How the file is laid out.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -45,6 +48,9 @@ pub(crate) struct Layout {
     /// The `udta` box holding the metadata, and its fixed length.
     pub udta_at: u64,
     pub udta_len: u64,
+    /// The i64 shift in the private box, so that recovery places what follows as the writer
+    /// placed what came before.
+    pub shift_at: Option<u64>,
 }
 
 /// Per-file state that a discarded fragment must not change.
@@ -441,9 +447,17 @@ impl Muxer {
         if self.states.iter().all(|s| s.run.is_empty()) {
             return;
         }
-        let shift = *self
-            .shift
-            .get_or_insert(self.run_min.map_or(0, |m| m.saturating_neg().max(0)));
+        let shift = match self.shift {
+            Some(shift) => shift,
+            None => {
+                let shift = self.run_min.map_or(0, |m| m.saturating_neg().max(0));
+                self.shift = Some(shift);
+                if let Some(at) = self.layout.and_then(|l| l.shift_at) {
+                    self.patch(at, shift.to_be_bytes().to_vec());
+                }
+                shift
+            }
+        };
         self.run_min = None;
         self.sequence = self.sequence.wrapping_add(1);
         let moof_at = self.position();
@@ -661,6 +675,7 @@ impl Muxer {
         let mut mehd_at = None;
         let mut udta_at = 0;
         let mut udta_len = 0;
+        let mut shift_at = None;
         boxed(&mut o, b"moov", |o| {
             mvhd(o, creation, 0, self.states.len() as u32 + 1);
             for st in &self.states {
@@ -688,8 +703,12 @@ impl Muxer {
             o.extend_from_slice(&udta);
             boxed(o, b"uuid", |o| {
                 o.extend_from_slice(&PRIVATE_UUID);
-                o.push(1);
+                o.push(PRIVATE_VERSION);
                 bmff::u64(o, self.scale);
+                if self.opts.seekable {
+                    shift_at = Some(start + o.len() as u64);
+                }
+                bmff::u64(o, 0);
                 o.extend_from_slice(tracks_element);
             });
         });
@@ -698,6 +717,7 @@ impl Muxer {
             mehd_at,
             udta_at,
             udta_len,
+            shift_at,
         });
     }
 

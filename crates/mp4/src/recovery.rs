@@ -176,11 +176,12 @@ impl Recovery {
             return Err(err("not a seekable MP4 file kvs-dl wrote"));
         };
         let mut r = Reader::new(&private[16..]);
-        if r.u8().map_err(err)? != 1 {
+        if r.u8().map_err(err)? != muxer::PRIVATE_VERSION {
             return Err(err("an MP4 file from another kvs-dl version"));
         }
         let scale = r.u64().map_err(err)?.max(1);
-        let element = &private[16 + 9..];
+        let shift = (r.u64().map_err(err)? as i64).clamp(0, i64::MAX / 4);
+        let element = &private[16 + 17..];
         let tracks = tracks::parse(element).map_err(err)?;
         let configs = entry::configure(&tracks).map_err(|e| err(e.to_string()))?;
         let m = &mut self.muxer;
@@ -191,7 +192,9 @@ impl Recovery {
             mehd_at: Some(mehd_at),
             udta_at,
             udta_len,
+            shift_at: Some(payload_at + shift_offset(payload)?),
         });
+        m.shift = Some(shift);
         self.at_fragment_end = true;
         Ok(())
     }
@@ -326,14 +329,43 @@ impl Recovery {
         }
         let m = &mut self.muxer;
         let end = m.duration_ms();
-        let end_ticks = (i128::from(end) * 1_000_000 / i128::from(m.scale)) as i64;
+        // The tables are on the shifted timeline; the writer places fragments before the shift.
+        let shift = m.shift.unwrap_or(0);
+        let end_ticks =
+            ((i128::from(end) * 1_000_000 / i128::from(m.scale)) as i64).saturating_sub(shift);
+        let committed = &mut m.committed;
+        committed.first = Some(first);
+        committed.last = Some(last);
+        committed.fragments = fragments;
+        committed.end_ticks = end_ticks;
+        // Where the last block began (not where the media ends: an AAC frame may run past the
+        // next fragment's start), as the writer had it, so that what follows is placed alike.
+        let last_block = m
+            .states
+            .iter()
+            .filter_map(|st| {
+                let t = &st.tables.timeline;
+                let units = t.last_dts?.saturating_add(t.delay);
+                let ticks = i128::from(units) * 1_000_000_000
+                    / (i128::from(m.scale) * i128::from(st.cfg.timescale.max(1)));
+                Some((ticks as i64).saturating_sub(shift))
+            })
+            .max();
         let c = &mut m.committed;
-        c.first = Some(first);
-        c.last = Some(last);
-        c.fragments = fragments;
-        c.end_ticks = end_ticks;
-        c.last_block_ticks = Some(end_ticks);
+        c.last_block_ticks = last_block;
         m.commit();
         Ok(self.muxer)
     }
+}
+
+/// Where the shift lies in the moov payload: inside the private box, after its UUID, version
+/// and TimestampScale.
+fn shift_offset(moov: &[u8]) -> Result<u64, RecoveryError> {
+    for child in bmff::children(moov) {
+        let (kind, data, off) = child.map_err(err)?;
+        if &kind == b"uuid" && data.starts_with(&muxer::PRIVATE_UUID) {
+            return Ok(off as u64 + 8 + 16 + 1 + 8);
+        }
+    }
+    Err(err("no private box"))
 }
