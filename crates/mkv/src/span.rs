@@ -21,18 +21,24 @@ pub struct Span {
     first_cluster: Option<u64>,
     cluster: i64,
     tracks: Vec<TrackSpan>,
-    /// DefaultDuration per track, in ticks.
-    defaults: Vec<(u64, i64)>,
 }
 
 impl Span {
-    /// A span for a fragment with these tracks and TimestampScale (ns per tick).
+    /// A span for a fragment with these tracks and TimestampScale (ns per tick). Blocks of
+    /// tracks the Tracks element does not declare are not counted: a list that grew with every
+    /// new track number a hostile body invents would have no bound.
     pub fn new(tracks: &[Track], timecode_scale: u64) -> Span {
         let scale = timecode_scale.max(1);
         Span {
-            defaults: tracks
+            tracks: tracks
                 .iter()
-                .filter_map(|t| Some((t.number, (t.default_duration? / scale).max(1) as i64)))
+                .map(|t| TrackSpan {
+                    number: t.number,
+                    first: i64::MAX,
+                    last: i64::MIN,
+                    blocks: 0,
+                    default_ticks: t.default_duration.map(|d| (d / scale).max(1) as i64),
+                })
                 .collect(),
             ..Span::default()
         }
@@ -56,23 +62,10 @@ impl Span {
     /// fragment's first cluster.
     pub fn block(&mut self, track: u64, timecode: i16) -> i64 {
         let at = self.cluster.saturating_add(i64::from(timecode));
-        match self.tracks.iter_mut().find(|t| t.number == track) {
-            Some(t) => {
-                t.first = t.first.min(at);
-                t.last = t.last.max(at);
-                t.blocks += 1;
-            }
-            None => self.tracks.push(TrackSpan {
-                number: track,
-                first: at,
-                last: at,
-                blocks: 1,
-                default_ticks: self
-                    .defaults
-                    .iter()
-                    .find(|(n, _)| *n == track)
-                    .map(|(_, d)| *d),
-            }),
+        if let Some(t) = self.tracks.iter_mut().find(|t| t.number == track) {
+            t.first = t.first.min(at);
+            t.last = t.last.max(at);
+            t.blocks += 1;
         }
         at
     }
@@ -81,10 +74,11 @@ impl Span {
     pub fn length(&self) -> i64 {
         self.tracks
             .iter()
+            .filter(|t| t.blocks > 0)
             .map(|t| {
                 let frame = match (t.blocks, t.default_ticks) {
-                    (1, Some(d)) | (0, Some(d)) => d,
-                    (1, None) | (0, None) => 0,
+                    (1, Some(d)) => d,
+                    (1, None) => 0,
                     (n, _) => t.last.saturating_sub(t.first) / (n as i64 - 1),
                 };
                 t.last.saturating_add(frame)
@@ -99,9 +93,24 @@ impl Span {
 mod tests {
     use super::*;
 
+    fn track(number: u64, default_duration: Option<u64>) -> crate::tracks::Track {
+        crate::tracks::Track {
+            number,
+            kind: 1,
+            codec_id: "V_MPEG4/ISO/AVC".into(),
+            codec_private: vec![],
+            default_duration,
+            width: None,
+            height: None,
+            sampling_frequency: None,
+            channels: None,
+            bit_depth: None,
+        }
+    }
+
     #[test]
     fn length_is_last_frame_plus_average_spacing() {
-        let mut s = Span::new(&[], 1_000_000);
+        let mut s = Span::new(&[track(1, None), track(2, None)], 1_000_000);
         s.cluster(5000);
         for t in [0i16, 40, 80, 120] {
             s.block(1, t);
@@ -116,20 +125,21 @@ mod tests {
     }
 
     #[test]
+    fn blocks_of_undeclared_tracks_are_not_counted() {
+        let mut s = Span::new(&[track(1, None)], 1_000_000);
+        s.cluster(0);
+        s.block(1, 0);
+        s.block(1, 40);
+        for n in 2..1000 {
+            s.block(n, 30_000);
+        }
+        assert_eq!(s.tracks.len(), 1);
+        assert_eq!(s.length(), 80);
+    }
+
+    #[test]
     fn a_lone_block_lasts_its_default_duration() {
-        let track = crate::tracks::Track {
-            number: 1,
-            kind: 1,
-            codec_id: "V_MPEG4/ISO/AVC".into(),
-            codec_private: vec![],
-            default_duration: Some(33_333_333),
-            width: None,
-            height: None,
-            sampling_frequency: None,
-            channels: None,
-            bit_depth: None,
-        };
-        let mut s = Span::new(&[track], 1_000_000);
+        let mut s = Span::new(&[track(1, Some(33_333_333))], 1_000_000);
         s.cluster(0);
         s.block(1, 0);
         assert_eq!(s.length(), 33);
