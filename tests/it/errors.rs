@@ -117,8 +117,24 @@ fn bad_flags_exit_2_and_name_the_flag() {
             "--max-fragments",
         ),
         (
-            vec!["--stream-name", "cam", "--format", "mp4", "-o", "x.mkv"],
+            vec!["--stream-name", "cam", "--format", "mov", "-o", "x.mkv"],
             "--format",
+        ),
+        (
+            vec!["--stream-name", "cam", "--faststart", "-o", "x.mkv"],
+            "--faststart",
+        ),
+        (
+            vec![
+                "--stream-name",
+                "cam",
+                "--force",
+                "--state-file",
+                "s.json",
+                "-o",
+                "x.mkv",
+            ],
+            "--force",
         ),
         (
             vec![
