@@ -6,6 +6,12 @@
 //! continuation token). The same reader also reads a plain Matroska file, which is how the emulator
 //! cuts media into fragments.
 //!
+//! GetMediaForFragmentList bodies are the same chunks without the closing tags. A parser made with
+//! [`Parser::archived`] reads those: a fragment there is complete when the next chunk's EBML
+//! header starts or when the body ends cleanly ([`Parser::finish`]). A GetMedia parser
+//! ([`Parser::new`]) still requires the closing tags at the end of a body: a fragment the body
+//! ends in without them was cut off.
+//!
 //! The parser never holds more than one unconsumed push plus one small metadata element (EBML
 //! header, Info, Tracks or Tags, each capped at [`MAX_BUFFERED`]): block payloads and skipped
 //! elements stream through as slices, so a 50 MB fragment passes in bounded memory.
@@ -192,9 +198,11 @@ pub struct Parser {
     stack: Vec<Open>,
     pending: Pending,
     chunk: Chunk,
-    /// An event produced together with the one just returned.
-    queued: Option<Event<'static>>,
+    /// Events produced together with the one just returned (or by `finish`).
+    queued: std::collections::VecDeque<Event<'static>>,
     failed: Option<ParseError>,
+    /// GetMediaForFragmentList: a clean end of the body completes the open fragment.
+    archived: bool,
 }
 
 impl Default for Parser {
@@ -212,9 +220,27 @@ impl Parser {
             stack: Vec::new(),
             pending: Pending::Boundary,
             chunk: Chunk::default(),
-            queued: None,
+            queued: std::collections::VecDeque::new(),
             failed: None,
+            archived: false,
         }
+    }
+
+    /// A reader of GetMediaForFragmentList bodies, whose chunks carry no closing tags: a
+    /// fragment ends where the next chunk's EBML header starts, or where the body ends cleanly.
+    /// In the latter case [`finish`](Parser::finish) returns [`Finish::Clean`] and queues the
+    /// fragment's [`Event::FragmentEnd`] (preceded by its `FragmentStart` when no cluster came)
+    /// for [`next_event`](Parser::next_event): drain the parser once more after `finish`.
+    pub fn archived() -> Self {
+        Parser {
+            archived: true,
+            ..Parser::new()
+        }
+    }
+
+    /// Whether this parser reads GetMediaForFragmentList bodies (see [`Parser::archived`]).
+    pub fn is_archived(&self) -> bool {
+        self.archived
     }
 
     /// Appends the next bytes of the body. Never fails; problems surface from `next_event`.
@@ -260,7 +286,7 @@ impl Parser {
     /// EBML header (the next chunk, in a GetMedia body). Bytes up to there produce no events.
     pub fn resync(&mut self) {
         self.failed = None;
-        self.queued = None;
+        self.queued.clear();
         self.stack.clear();
         self.chunk = Chunk::default();
         self.pending = Pending::Resync;
@@ -279,6 +305,19 @@ impl Parser {
         let mid_element = self.pending != Pending::Boundary || self.pos < self.buf.len();
         let open_known = self.stack.iter().any(|o| o.end.is_some());
         let open_fragment = self.chunk.is_fragment() && !self.chunk.done;
+        if open_fragment && self.archived && !mid_element && !open_known {
+            // No closing tags in a GetMediaForFragmentList body: a clean end of the body, at an
+            // element boundary with no element of known size open, completes the fragment.
+            let chunk = std::mem::take(&mut self.chunk);
+            self.stack.clear();
+            let fragment = chunk.fragment();
+            if !chunk.started {
+                self.queued
+                    .push_back(Event::FragmentStart(fragment.clone()));
+            }
+            self.queued.push_back(Event::FragmentEnd(fragment));
+            return Ok(Finish::Clean);
+        }
         if open_fragment {
             return Ok(Finish::Truncated {
                 fragment: Some(self.chunk.fragment.number.clone()),
@@ -317,7 +356,7 @@ impl Parser {
     }
 
     fn step(&mut self) -> Result<Step, ParseError> {
-        if let Some(e) = self.queued.take() {
+        if let Some(e) = self.queued.pop_front() {
             return Ok(Step::Event(Produced::Owned(e)));
         }
         loop {
@@ -496,7 +535,7 @@ impl Parser {
             if chunk.started {
                 return Some(Event::FragmentEnd(fragment));
             }
-            self.queued = Some(Event::FragmentEnd(fragment.clone()));
+            self.queued.push_back(Event::FragmentEnd(fragment.clone()));
             return Some(Event::FragmentStart(fragment));
         }
         None
@@ -659,7 +698,7 @@ impl Parser {
             }
             // A fragment without a cluster: announce it, then end it.
             chunk.started = true;
-            self.queued = Some(Event::FragmentEnd(fragment.clone()));
+            self.queued.push_back(Event::FragmentEnd(fragment.clone()));
             return Ok(Some(Produced::Owned(Event::FragmentStart(fragment))));
         }
         Ok(None)

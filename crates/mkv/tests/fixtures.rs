@@ -262,3 +262,154 @@ fn garbage_is_an_error_with_an_offset() {
             .contains("expected an EBML header")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// GetMediaForFragmentList bodies: the same chunks without the closing tags.
+
+/// The capture with every Tags element that holds the closing tags (MILLIS_BEHIND_NOW,
+/// CONTINUATION_TOKEN) removed, as GetMediaForFragmentList sends its chunks.
+fn without_post_tags(data: &[u8]) -> Vec<u8> {
+    let tags = [0x12, 0x54, 0xC3, 0x67];
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i..].starts_with(&tags)
+            && let Ok(Some((Some(size), len))) = mkv::ebml::read_size(&data[i + 4..])
+        {
+            let end = i + 4 + len + size as usize;
+            if end <= data.len()
+                && data[i..end]
+                    .windows(b"MILLIS_BEHIND_NOW".len())
+                    .any(|w| w == b"MILLIS_BEHIND_NOW")
+            {
+                i = end;
+                continue;
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}
+
+fn parse_archived(data: &[u8], cuts: &[usize]) -> Outcome {
+    let mut p = Parser::archived();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
+        p.push(&data[from..cut]);
+        from = cut;
+        if let Err(e) = drain(&mut p, &mut out) {
+            return (out, Err(e));
+        }
+    }
+    let finish = p.finish();
+    if let Err(e) = drain(&mut p, &mut out) {
+        return (out, Err(e));
+    }
+    (out, finish)
+}
+
+/// The fragments that ended, without the closing tags' values.
+fn ended(evs: &[Ev]) -> Vec<Fragment> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Ev::End(f, _) => Some(Fragment {
+                millis_behind_now: None,
+                continuation_token: None,
+                ..f.clone()
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn archived_bodies_end_fragments_at_the_next_chunk_and_at_a_clean_end() {
+    for name in [
+        "output_get_media.mkv",
+        "output_get_media_sparse_fragments.mkv",
+        "kinesis_video_renderer_example_output.mkv",
+        "test_mixed_tags.mkv",
+    ] {
+        let Some(data) = fixture(name) else { return };
+        let (getmedia, finish) = whole(&data);
+        assert_eq!(finish, Ok(Finish::Clean), "{name}");
+        let stripped = without_post_tags(&data);
+        assert!(stripped.len() < data.len(), "{name}: no closing tags found");
+        let (archived, finish) = parse_archived(&stripped, &[]);
+        assert_eq!(finish, Ok(Finish::Clean), "{name}");
+        assert_eq!(ended(&archived), ended(&getmedia), "{name}");
+        // The last fragment ends at the end of the body, the others where the next chunk starts.
+        let ends: Vec<u64> = archived
+            .iter()
+            .filter_map(|e| match e {
+                Ev::End(_, o) => Some(*o),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(*ends.last().unwrap(), stripped.len() as u64, "{name}");
+        for &o in &ends[..ends.len() - 1] {
+            assert_eq!(
+                &stripped[o as usize..o as usize + 4],
+                [0x1A, 0x45, 0xDF, 0xA3]
+            );
+        }
+        // The same blocks as GetMedia.
+        let blocks = |evs: &[Ev]| count(evs, |e| matches!(e, Ev::Block { .. }));
+        assert_eq!(blocks(&archived), blocks(&getmedia), "{name}");
+        // A GetMedia parser still requires the closing tags: the last fragment is cut off.
+        let (evs, finish) = whole(&stripped);
+        assert_eq!(ended(&evs).len(), ended(&getmedia).len() - 1, "{name}");
+        assert!(
+            matches!(finish, Ok(Finish::Truncated { fragment: Some(_) })),
+            "{name}: {finish:?}"
+        );
+    }
+}
+
+#[test]
+fn archived_body_cut_inside_a_known_size_element_is_truncated() {
+    let Some(data) = fixture("output_get_media.mkv") else {
+        return;
+    };
+    let stripped = without_post_tags(&data);
+    // Inside the first cluster (known size, starting at 1159).
+    let (evs, finish) = parse_archived(&stripped[..2000], &[]);
+    assert!(ended(&evs).is_empty());
+    assert!(
+        matches!(finish, Ok(Finish::Truncated { fragment: Some(_) })),
+        "{finish:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn archived_bodies_read_the_same_at_random_splits(
+        which in 0..CAPTURES.len(),
+        mut fractions in proptest::collection::vec(0.0f64..1.0, 0..40),
+    ) {
+        let Some(data) = fixture(CAPTURES[which]) else { return Ok(()) };
+        let data = without_post_tags(&data);
+        fractions.sort_by(f64::total_cmp);
+        let cuts: Vec<usize> = fractions.iter().map(|f| (f * data.len() as f64) as usize).collect();
+        prop_assert_eq!(parse_archived(&data, &cuts), parse_archived(&data, &[]));
+    }
+
+    #[test]
+    fn truncated_archived_bodies_never_complete_past_the_cut(
+        which in 0..CAPTURES.len(),
+        fraction in 0.0f64..1.0,
+    ) {
+        let Some(data) = fixture(CAPTURES[which]) else { return Ok(()) };
+        let data = without_post_tags(&data);
+        let cut = (fraction * data.len() as f64) as usize;
+        let (evs, finish) = parse_archived(&data[..cut], &[]);
+        for e in &evs {
+            if let Ev::End(_, end) = e { prop_assert!(*end <= cut as u64) }
+        }
+        prop_assert!(finish.is_ok());
+    }
+}
