@@ -25,8 +25,14 @@ pub trait Destination {
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
     /// Everything written so far is whole and stays.
     fn commit(&mut self) -> io::Result<()>;
-    /// Drops what was written since the last commit.
+    /// Drops what was written since the last commit (and not released).
     fn rollback(&mut self) -> io::Result<()>;
+    /// Sends what was written so far on at once, before its fragment is whole: a frame of a
+    /// live view. Only standard output does anything here; what is released cannot be rolled
+    /// back.
+    fn release(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Bytes committed so far.
     fn committed(&self) -> u64;
     /// Overwrites bytes already written at `offset` (the remuxer patches sizes and the
@@ -358,6 +364,8 @@ pub struct Stdout<W: Write> {
     spill: Option<File>,
     spilled: u64,
     committed: u64,
+    /// Bytes of the fragment in progress already sent on (live view), not yet committed.
+    released: u64,
 }
 
 impl<W: Write> Stdout<W> {
@@ -368,7 +376,26 @@ impl<W: Write> Stdout<W> {
             spill: None,
             spilled: 0,
             committed: 0,
+            released: 0,
         }
+    }
+
+    /// Writes what is held to the output; returns how many bytes that was.
+    fn send(&mut self) -> io::Result<u64> {
+        let sent = if let (Some(spill), true) = (&mut self.spill, self.spilled > 0) {
+            spill.seek(SeekFrom::Start(0))?;
+            io::copy(&mut spill.take(self.spilled), &mut self.out)?;
+            spill.set_len(0)?;
+            spill.seek(SeekFrom::Start(0))?;
+            std::mem::take(&mut self.spilled)
+        } else {
+            self.out.write_all(&self.spool)?;
+            let n = self.spool.len() as u64;
+            self.spool.clear();
+            n
+        };
+        self.out.flush()?;
+        Ok(sent)
     }
 }
 
@@ -395,24 +422,21 @@ impl<W: Write> Destination for Stdout<W> {
     }
 
     fn commit(&mut self) -> io::Result<()> {
-        if let (Some(spill), true) = (&mut self.spill, self.spilled > 0) {
-            spill.seek(SeekFrom::Start(0))?;
-            io::copy(&mut spill.take(self.spilled), &mut self.out)?;
-            spill.set_len(0)?;
-            spill.seek(SeekFrom::Start(0))?;
-            self.committed += self.spilled;
-            self.spilled = 0;
-        } else {
-            self.out.write_all(&self.spool)?;
-            self.committed += self.spool.len() as u64;
-            self.spool.clear();
-        }
-        self.out.flush()
+        let sent = self.send()?;
+        self.committed += std::mem::take(&mut self.released) + sent;
+        Ok(())
     }
 
     fn rollback(&mut self) -> io::Result<()> {
         self.spool.clear();
         self.spilled = 0;
+        // What was released is in the pipe for good; it just is not a whole fragment.
+        self.released = 0;
+        Ok(())
+    }
+
+    fn release(&mut self) -> io::Result<()> {
+        self.released += self.send()?;
         Ok(())
     }
 

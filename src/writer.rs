@@ -4,6 +4,8 @@
 //! file at a segment boundary or a track change, finishes what a killed run left, and keeps
 //! the record of the open file that the state file saves. It never looks at a format's bytes.
 
+mod live;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use crate::config::{Clock, Format};
 use crate::destination::{Destination, LocalFile, Stdout, part_path};
 use crate::encoder::{Contents, Encoder, Options, Refusal};
 use crate::progress::FileReport;
+use live::{Live, Step};
 
 /// Whether a fragment can be written where the output stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +152,8 @@ pub struct Writer {
     closed_bytes: u64,
     /// Every file this run has written, so that no name is used twice.
     produced: Vec<PathBuf>,
+    /// Standard output in a remuxing format: frames go out as they arrive.
+    live: Option<Live>,
 }
 
 impl Writer {
@@ -189,7 +194,9 @@ impl Writer {
         encoder: Box<dyn Encoder>,
         dest: Option<Box<dyn Destination>>,
     ) -> Writer {
+        let live = (matches!(names, Names::Stdout) && format != Format::Raw).then(Live::default);
         Writer {
+            live,
             format,
             names,
             force,
@@ -287,9 +294,19 @@ impl Writer {
 
     /// A parser event of a fragment being written, after the bytes that complete it.
     pub fn event(&mut self, event: &Event<'_>) -> io::Result<()> {
+        let step = self.live.as_mut().map_or(Step::Pass, |l| l.event(event));
+        if step == Step::Drop {
+            return Ok(());
+        }
         self.encoder.event(event)?;
         self.flush()?;
-        if let (Event::FragmentEnd(_), Some(dest)) = (event, self.dest.as_mut()) {
+        let Some(dest) = self.dest.as_mut() else {
+            return Ok(());
+        };
+        if step == Step::Release {
+            dest.release()?;
+        }
+        if let Event::FragmentEnd(_) = event {
             dest.commit()?;
         }
         Ok(())
@@ -302,6 +319,9 @@ impl Writer {
 
     /// The connection dropped: forget the fragment in progress.
     pub fn discard(&mut self) -> io::Result<()> {
+        if let Some(live) = self.live.as_mut() {
+            live.discard();
+        }
         self.encoder.discard();
         match self.dest.as_mut() {
             Some(dest) => dest.rollback(),

@@ -400,3 +400,65 @@ fn after_kill_9_mp4_is_continued_by_the_same_command_and_finished_by_another() {
         }
     }
 }
+
+/// Per stream, the (size, MD5) of every packet ffmpeg reads from `bytes` through a pipe, and
+/// what it said on stderr.
+fn piped_packets(bytes: &[u8]) -> (Vec<Vec<(String, String)>>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piped");
+    std::fs::write(&path, bytes).unwrap();
+    let (rc, out, err) = tool(
+        "sh",
+        &[
+            "-c",
+            "ffmpeg -v error -i pipe:0 -map 0 -c copy -f framemd5 - < \"$0\"",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 0, "{err}");
+    let mut streams: Vec<Vec<(String, String)>> = Vec::new();
+    for line in out.lines().filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        let index: usize = cols[0].parse().unwrap();
+        if streams.len() <= index {
+            streams.resize(index + 1, Vec::new());
+        }
+        streams[index].push((cols[4].to_owned(), cols[5].to_owned()));
+    }
+    (streams, err)
+}
+
+#[test]
+fn live_stdout_sends_every_frame_once_across_reconnects() {
+    let Some(fragments) = cut("h264-aac.mkv") else {
+        return;
+    };
+    let (reference_world, out) = download(fragments.clone(), &["-o", "ref.mkv"]);
+    assert_exit(&out, 0);
+    let reference = packets(&reference_world.path("ref.mkv"));
+    for format in ["mkv", "mp4"] {
+        // Cut twice in the middle of a fragment: frames of it were already on the pipe.
+        let w = World::new(vec![Stream {
+            idle_close: IDLE,
+            faults: vec![
+                kvs_emu::CallFault::CutInFragment {
+                    index: 2,
+                    at_fraction: 0.5,
+                },
+                kvs_emu::CallFault::CutInFragment {
+                    index: 1,
+                    at_fraction: 0.7,
+                },
+            ],
+            ..Stream::archive("cam", fragments.clone())
+        }]);
+        let out = download_into(&w, &["--format", format, "-o", "-"]);
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains("2 reconnects"), "{}", stderr(&out));
+        let (got, err) = piped_packets(&out.stdout);
+        assert_eq!(
+            got, reference,
+            "{format}: every frame once, in order ({err})"
+        );
+    }
+}

@@ -30,7 +30,8 @@ pub const PRIVATE_VERSION: u8 = 2;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The output can seek: `mehd`, the metadata slot and `mfra` get their final values. Off
-    /// for pipes, which get only the init segment and fragments.
+    /// for pipes, which get only the init segment and fragments, one per frame, so that a
+    /// viewer gets each frame as soon as it is whole.
     pub seekable: bool,
     /// Keep the per-sample tables so that [`Muxer::faststart`] can describe a progressive file.
     pub faststart: bool,
@@ -410,6 +411,10 @@ impl Muxer {
             }
         };
         self.run_bytes += added;
+        if !self.opts.seekable {
+            // A pipe is watched live: every frame goes out in a fragment of its own, at once.
+            self.flush_run();
+        }
     }
 
     fn end_fragment(&mut self, fragment: &Fragment) {
