@@ -104,6 +104,13 @@ pub struct Stream {
     pub held_connections: usize,
     /// DescribeStream's and ListStreams' `MediaType`.
     pub media_type: String,
+    /// A live stream's fragments arrive frame by frame, as a camera sends them: each frame's
+    /// bytes go out at its own time, not the whole fragment at its start. For measuring how soon
+    /// a client passes a frame on.
+    pub frame_paced: bool,
+    /// Appends one line per frame sent whole in a frame-paced body: the Unix time in
+    /// microseconds when its last byte went out.
+    pub frame_log: Option<std::path::PathBuf>,
 }
 
 /// How a live stream receives its fragments.
@@ -135,6 +142,8 @@ impl Stream {
             visibility_delay: Duration::ZERO,
             shuffle_listings: true,
             bandwidth: None,
+            frame_paced: false,
+            frame_log: None,
             fragment_faults: Vec::new(),
             held_connections: 0,
             media_type: "video/h264".into(),

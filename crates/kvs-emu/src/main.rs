@@ -57,6 +57,12 @@ struct Cli {
     /// after it arrived, like the service's eventually consistent archive (e.g. 800ms)
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     visibility_delay: Duration,
+    /// With --live: send each frame at its own time, as a camera does, not each fragment whole
+    #[arg(long, requires = "live")]
+    frame_paced: bool,
+    /// With --frame-paced: append the Unix time (µs) at which each frame's last byte was sent
+    #[arg(long, value_name = "FILE", requires = "frame_paced")]
+    frame_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +176,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         stream.idle_close = cli.idle_close;
         stream.bandwidth = cli.bandwidth;
         stream.visibility_delay = cli.visibility_delay;
+        stream.frame_paced = cli.frame_paced;
+        stream.frame_log = cli.frame_log.clone();
         streams.push(stream);
     }
     let summary: Vec<String> = streams.iter().map(|s| describe(s, cli)).collect();

@@ -55,6 +55,10 @@ pub struct Session {
     idle_since: Instant,
     /// The stream's bandwidth cap, if it has one.
     pace: Option<Pace>,
+    /// Frame-paced live streams: body bytes from offset `.0` on go out no sooner than `.1`.
+    schedule: VecDeque<(u64, Instant)>,
+    /// Body offsets where the frames queued so far end, for the frame log.
+    frame_ends: VecDeque<u64>,
     ended: bool,
 }
 
@@ -99,6 +103,8 @@ impl Session {
             deadline,
             idle_since: now,
             pace,
+            schedule: VecDeque::new(),
+            frame_ends: VecDeque::new(),
             ended: false,
             shared,
         }
@@ -133,6 +139,21 @@ impl Session {
                 return None;
             }
             if let Some(mut piece) = self.queue.pop_front() {
+                if let Some(&(from, when)) = self.schedule.front() {
+                    if from <= self.sent {
+                        // The next frame's time: wait for it, then look at the piece again.
+                        self.queue.push_front(piece);
+                        if Instant::now() < when {
+                            sleep_until(when).await;
+                        }
+                        self.schedule.pop_front();
+                        continue;
+                    }
+                    if from < self.sent + piece.len() as u64 {
+                        let rest = piece.split_off((from - self.sent) as usize);
+                        self.queue.push_front(rest);
+                    }
+                }
                 if let Some(pace) = &self.pace
                     && piece.len() > pace.piece(PIECE)
                 {
@@ -144,6 +165,7 @@ impl Session {
                     pace.wait(piece.len()).await;
                 }
                 self.sent += piece.len() as u64;
+                self.log_frames();
                 if self.fragment_end.is_some_and(|end| end <= self.sent) {
                     self.fragment_end = None;
                     self.fragments_sent += 1;
@@ -252,6 +274,12 @@ impl Session {
         if stream.spec.corrupt(self.next) {
             pieces = faults::corrupt(pieces);
         }
+        let start = self.sent;
+        if stream.spec.frame_paced
+            && let Some(live) = stream.spec.live
+        {
+            self.pace_frames(&pieces, start, now, live.speed);
+        }
         let mut size = 0u64;
         for mut piece in pieces {
             size += piece.len() as u64;
@@ -260,7 +288,6 @@ impl Session {
             }
             self.queue.push_back(piece);
         }
-        let start = self.sent;
         match self.fault {
             CallFault::CutInFragment { index, at_fraction } if index == self.queued_fragments => {
                 let into = (size as f64 * at_fraction.clamp(0.0, 1.0)) as u64;
@@ -274,6 +301,50 @@ impl Session {
         self.fragment_end = Some(start + size);
         self.queued_fragments += 1;
         self.next += 1;
+    }
+
+    /// Schedules the frames of a fragment queued at body offset `start` at `now`: each goes out
+    /// at its own time from the fragment's first frame, `speed` times faster than real time.
+    fn pace_frames(&mut self, pieces: &[Bytes], start: u64, now: Instant, speed: f64) {
+        let chunk: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let mut parser = mkv::Parser::new();
+        parser.push(&chunk);
+        let (mut scale, mut cluster, mut first) = (1_000_000u64, 0u64, None);
+        while let Ok(Some((event, at))) = parser.next_event_at() {
+            match event {
+                mkv::Event::Info { timecode_scale } => scale = timecode_scale,
+                mkv::Event::Cluster { timecode } => cluster = timecode,
+                mkv::Event::BlockStart(b) => {
+                    let ticks = i128::from(cluster) + i128::from(b.timecode);
+                    let ms = ticks * i128::from(scale) / 1_000_000;
+                    let since = (ms - *first.get_or_insert(ms)).max(0) as f64 / speed;
+                    let begin = at - b.header.len() as u64;
+                    let when = now + Duration::from_secs_f64(since / 1000.0);
+                    self.schedule.push_back((start + begin, when));
+                    self.frame_ends.push_back(start + at + b.size);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Logs the frames whose last byte has gone out (`Stream::frame_log`).
+    fn log_frames(&mut self) {
+        let spec = &self.shared.streams[self.stream].spec;
+        while self.frame_ends.front().is_some_and(|&end| end <= self.sent) {
+            self.frame_ends.pop_front();
+            if let Some(path) = &spec.frame_log {
+                let micros = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros());
+                let line = format!("{micros}\n");
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| io::Write::write_all(&mut f, line.as_bytes()));
+            }
+        }
     }
 
     fn finish(&mut self, end: BodyEnd) {

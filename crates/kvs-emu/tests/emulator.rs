@@ -1383,3 +1383,41 @@ fn the_binary_stops_cleanly_on_sigterm() {
     assert_eq!(stderr, "");
     assert!(std::net::TcpStream::connect(&endpoint).is_err());
 }
+
+#[tokio::test]
+async fn a_frame_paced_live_stream_sends_each_frame_at_its_time() {
+    // Two fragments of 4 frames over 2 s each, played 4 times faster: a frame every 125 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("frames.log");
+    let stream = Stream {
+        live: Some(kvs_emu::Live {
+            speed: 4.0,
+            backlog: 0,
+        }),
+        frame_paced: true,
+        frame_log: Some(log_path.clone()),
+        ..archive("cam1", 2)
+    };
+    let emulator = start(vec![stream]);
+    let client = media(&emulator.data_endpoint());
+    let out = get_media(&client, "cam1", selector(StartSelectorType::Earliest))
+        .await
+        .unwrap();
+    let (body, failed) = read_body(out).await;
+    assert!(!failed);
+    assert_eq!(parse(&body).blocks, 8, "every frame, whole");
+    let sent: Vec<i64> = std::fs::read_to_string(&log_path)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 8, "one line per frame");
+    // Within each fragment the frames leave 500 ms / 4 = 125 ms apart (the scheduler may be
+    // late, never early); a whole-fragment send would put them within a millisecond.
+    for fragment in sent.chunks(4) {
+        for pair in fragment.windows(2) {
+            let gap_ms = (pair[1] - pair[0]) as f64 / 1000.0;
+            assert!(gap_ms >= 120.0, "frames {gap_ms} ms apart: {sent:?}");
+        }
+    }
+}
