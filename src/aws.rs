@@ -1,6 +1,7 @@
-//! Kinesis Video Streams through the AWS SDK: credentials, the GET_MEDIA data endpoint and
-//! GetMedia. This is the only module that knows the SDK; the download loop sees a
-//! [`MediaSource`] and [`Failure`]s it can branch on.
+//! Kinesis Video Streams through the AWS SDK: credentials, the data endpoints, GetMedia, and the
+//! archived-media API (ListFragments, GetMediaForFragmentList). This is the only module that
+//! knows the SDK; the download loop sees a [`MediaSource`], an [`Archive`] and [`Failure`]s it
+//! can branch on.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 use crate::config::{Clock, Config, StreamId};
 use crate::error::Error;
+use crate::listing::Listed;
 
 /// Where a GetMedia call starts, in the service's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,9 @@ pub struct Kvs {
     region: String,
     data_endpoint: String,
     resolved_at: std::time::Instant,
+    /// The LIST_FRAGMENTS and GET_MEDIA_FOR_FRAGMENT_LIST endpoints, resolved once each.
+    list_endpoint: Option<String>,
+    archive_endpoint: Option<String>,
 }
 
 /// The service's streaming token lasts about 45 minutes; resolve the endpoint again before.
@@ -184,11 +189,14 @@ impl Kvs {
             region,
             data_endpoint: String::new(),
             resolved_at: std::time::Instant::now(),
+            list_endpoint: None,
+            archive_endpoint: None,
         })
     }
 
-    async fn resolve_endpoint(&mut self) -> Result<(), Failure> {
-        let request = self.control.get_data_endpoint().api_name(ApiName::GetMedia);
+    /// GetDataEndpoint for one API (each may have its own host).
+    async fn endpoint_for(&self, api: ApiName) -> Result<String, Failure> {
+        let request = self.control.get_data_endpoint().api_name(api.clone());
         let request = match &self.stream {
             StreamId::Name(name) => request.stream_name(name),
             StreamId::Arn(arn) => request.stream_arn(arn),
@@ -201,7 +209,102 @@ impl Kvs {
             reason: "GetDataEndpoint returned no endpoint".into(),
             refresh_endpoint: true,
         })?;
-        tracing::debug!(endpoint, "data endpoint resolved");
+        tracing::debug!(endpoint, api = api.as_str(), "data endpoint resolved");
+        Ok(endpoint.to_owned())
+    }
+
+    /// Lists every fragment whose start lies in `[start_ms, end_ms]` on `clock`: all pages,
+    /// at most 4 calls a second (the service allows 5 per stream, shared with other
+    /// consumers), sorted into stream order and de-duplicated.
+    pub async fn list_fragments(
+        &mut self,
+        clock: Clock,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Listed>, Failure> {
+        use aws_sdk_kinesisvideoarchivedmedia::types::{
+            FragmentSelector, FragmentSelectorType, TimestampRange,
+        };
+        if self.list_endpoint.is_none() {
+            self.list_endpoint = Some(self.endpoint_for(ApiName::ListFragments).await?);
+        }
+        let client = archived_client(&self.sdk, self.list_endpoint.as_deref().expect("set"));
+        let range = TimestampRange::builder()
+            .start_timestamp(DateTime::from_millis(start_ms.max(0)))
+            .end_timestamp(DateTime::from_millis(end_ms.max(0)))
+            .build()
+            .map_err(|e| Failure::Fatal(Error::Other(e.into())))?;
+        let selector = FragmentSelector::builder()
+            .fragment_selector_type(match clock {
+                Clock::Server => FragmentSelectorType::ServerTimestamp,
+                Clock::Producer => FragmentSelectorType::ProducerTimestamp,
+            })
+            .timestamp_range(range)
+            .build()
+            .map_err(|e| Failure::Fatal(Error::Other(e.into())))?;
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0u32;
+        loop {
+            if pages > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            pages += 1;
+            let request = client
+                .list_fragments()
+                .fragment_selector(selector.clone())
+                .max_results(1000)
+                .set_next_token(token.clone());
+            let request = match &self.stream {
+                StreamId::Name(name) => request.stream_name(name),
+                StreamId::Arn(arn) => request.stream_arn(arn),
+            };
+            let output = request
+                .send()
+                .await
+                .map_err(|e| self.failure("ListFragments", e))?;
+            // A missing Fragments key is an empty page.
+            for f in output.fragments() {
+                let Some(number) = f.fragment_number() else {
+                    continue;
+                };
+                listed.push(Listed {
+                    number: number.to_owned(),
+                    bytes: f.fragment_size_in_bytes().max(0) as u64,
+                    server_timestamp_ms: f.server_timestamp().map_or(0, round_millis),
+                    producer_timestamp_ms: f.producer_timestamp().map_or(0, round_millis),
+                    duration_ms: f.fragment_length_in_milliseconds().max(0) as u64,
+                });
+            }
+            match output.next_token() {
+                Some(next) if !next.is_empty() && token.as_deref() != Some(next) => {
+                    token = Some(next.to_owned())
+                }
+                _ => break,
+            }
+        }
+        tracing::debug!(pages, fragments = listed.len(), "listed");
+        Ok(crate::listing::sort(listed))
+    }
+
+    /// A GetMediaForFragmentList client for parallel fetches, on its own resolved endpoint.
+    pub async fn archive(&mut self) -> Result<Archive, Failure> {
+        if self.archive_endpoint.is_none() {
+            self.archive_endpoint =
+                Some(self.endpoint_for(ApiName::GetMediaForFragmentList).await?);
+        }
+        let endpoint = self.archive_endpoint.clone().expect("set");
+        Ok(Archive {
+            client: archived_client(&self.sdk, &endpoint),
+            stream: self.stream.clone(),
+            region: self.region.clone(),
+            endpoint,
+        })
+    }
+
+    async fn resolve_endpoint(&mut self) -> Result<(), Failure> {
+        let endpoint = self.endpoint_for(ApiName::GetMedia).await?;
+        let endpoint = endpoint.as_str();
         self.data_endpoint = endpoint.to_owned();
         self.resolved_at = std::time::Instant::now();
         self.media = media_client(&self.sdk, endpoint);
@@ -213,8 +316,95 @@ impl Kvs {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let stream = self.stream.display();
-        let region = &self.region;
+        failure(&self.stream, &self.region, operation, err)
+    }
+}
+
+/// GetMediaForFragmentList on one stream: cheap to clone, one clone per connection.
+#[derive(Clone)]
+pub struct Archive {
+    client: aws_sdk_kinesisvideoarchivedmedia::Client,
+    stream: StreamId,
+    region: String,
+    endpoint: String,
+}
+
+/// Why a GetMediaForFragmentList call did not start.
+#[derive(Debug)]
+pub enum FetchFailure {
+    /// ConnectionLimitExceeded: another consumer holds connections; use fewer.
+    Connections(String),
+    Other(Failure),
+}
+
+impl Archive {
+    /// Starts a GetMediaForFragmentList call for `numbers`; returns once the headers arrived.
+    pub async fn fetch(&self, numbers: &[String]) -> Result<ByteStream, FetchFailure> {
+        let request = self
+            .client
+            .get_media_for_fragment_list()
+            .set_fragments(Some(numbers.to_vec()));
+        let request = match &self.stream {
+            StreamId::Name(name) => request.stream_name(name),
+            StreamId::Arn(arn) => request.stream_arn(arn),
+        };
+        match request.send().await {
+            Ok(output) => Ok(output.payload),
+            Err(e) if e.code() == Some("ConnectionLimitExceededException") => Err(
+                FetchFailure::Connections("GetMediaForFragmentList: connection limit".into()),
+            ),
+            Err(e) => Err(FetchFailure::Other(failure(
+                &self.stream,
+                &self.region,
+                "GetMediaForFragmentList",
+                e,
+            ))),
+        }
+    }
+
+    /// The data endpoint, for the start event.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+/// A listed timestamp in epoch milliseconds, rounded to the nearest one: ListFragments sends
+/// Java doubles, which truncate to one millisecond less (kvs-protocol.md §7.3).
+fn round_millis(t: &DateTime) -> i64 {
+    t.secs() * 1000 + (i64::from(t.subsec_nanos()) + 500_000) / 1_000_000
+}
+
+/// The archived-media client, pointed at its data endpoint. Like the GetMedia client: no
+/// stalled-stream protection, no SDK retries (the callers retry with their own pacing).
+fn archived_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_kinesisvideoarchivedmedia::Client {
+    let config = aws_sdk_kinesisvideoarchivedmedia::config::Builder::from(sdk)
+        .endpoint_url(endpoint)
+        .stalled_stream_protection(
+            aws_sdk_kinesisvideoarchivedmedia::config::StalledStreamProtectionConfig::disabled(),
+        )
+        .retry_config(aws_sdk_kinesisvideoarchivedmedia::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .build();
+    aws_sdk_kinesisvideoarchivedmedia::Client::from_conf(config)
+}
+
+/// Sorts an SDK error into what the caller does next.
+fn failure<E>(
+    stream: &StreamId,
+    region: &str,
+    operation: &str,
+    err: SdkError<E, HttpResponse>,
+) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    {
+        let stream = stream.display();
+        let region = &region.to_owned();
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().unwrap_or_default().to_owned();
         let message = err.message().unwrap_or_default().to_owned();

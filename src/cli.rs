@@ -212,6 +212,28 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", help_heading = "Output")]
     pub wait_lock: Option<String>,
 
+    /// Fetch an archived range over up to N connections (1 to 5)
+    ///
+    /// With --start earliest or a past time and --end now or a past time, a range holding more
+    /// than about 25 MB is listed (ListFragments) and fetched in batches with
+    /// GetMediaForFragmentList, written in stream order. 1 keeps one GetMedia session.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u8).range(1..=5),
+        help_heading = "Behavior"
+    )]
+    pub parallel: u8,
+
+    /// Append a JSON Lines record per fragment written and per gap to PATH
+    ///
+    /// Each fragment record holds its file, number, server and producer timestamps, duration,
+    /// bytes and the SHA-256 of its media; `kvs-dl verify --manifest PATH` checks it against
+    /// the stream.
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub manifest: Option<PathBuf>,
+
     /// Stop at the first fragment that cannot be read, instead of skipping it as a gap
     #[arg(long, help_heading = "Behavior")]
     pub strict: bool,

@@ -194,6 +194,10 @@ pub struct Config {
     pub max_retries: u32,
     pub progress: ProgressMode,
     pub verbose: u8,
+    /// `--parallel`: GetMediaForFragmentList connections for an archived range (1 to 5).
+    pub parallel: usize,
+    /// `--manifest`: the fragment ledger.
+    pub manifest: Option<PathBuf>,
 }
 
 impl Config {
@@ -353,6 +357,8 @@ impl Config {
             max_retries: cli.max_retries,
             progress,
             verbose: cli.verbose,
+            parallel: usize::from(cli.parallel).clamp(1, 5),
+            manifest: cli.manifest,
         })
     }
 }
@@ -989,6 +995,8 @@ mod tests {
                 max_retries: 10,
                 progress: ProgressMode::Bar,
                 verbose: 0,
+                parallel: 5,
+                manifest: None,
             }
         );
         assert_eq!(c.stream.display(), "cam1");

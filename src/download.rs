@@ -7,13 +7,17 @@ use std::time::Duration;
 use mkv::span::Span;
 use mkv::tracks::Track;
 use mkv::{Event, Finish, Fragment, Parser};
+use sha2::Digest;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::aws::{Failure, MediaBody, MediaSource, Selector};
 use crate::config::{Clock, Config, End, Start};
 use crate::error::Error;
+use crate::ledger::{Ledger, Record};
+use crate::listing::Gap;
 use crate::progress::{self, Report, Reporter, Summary};
+use crate::source::archive::{Fetcher, Note};
 use crate::state::{self, State};
 use crate::writer::{Accept, WriteError, Writer};
 
@@ -220,6 +224,15 @@ pub struct Download<'a, S: MediaSource> {
     /// Fragments that could not be read and were skipped, so that they are skipped quietly
     /// when a reconnect brings them again.
     unreadable: Vec<String>,
+    /// The last fragment the listing holds, and how the run stops once it is written: the
+    /// listing says where the archive ends, so no idle wait is needed to find out.
+    complete_after: Option<(String, Stopped)>,
+    /// `--manifest`.
+    ledger: Option<Ledger>,
+    /// SHA-256 of the media of the fragment being written, for the manifest.
+    hasher: Option<sha2::Sha256>,
+    /// Listed fragments that never arrived.
+    lost: Vec<String>,
 }
 
 impl<'a, S: MediaSource> Download<'a, S> {
@@ -259,7 +272,198 @@ impl<'a, S: MediaSource> Download<'a, S> {
             state_file: cfg.state_file.clone(),
             current: None,
             unreadable: Vec::new(),
+            complete_after: None,
+            ledger: None,
+            hasher: None,
+            lost: Vec::new(),
         }
+    }
+
+    /// The run is complete once fragment `number` is written (or was, by an earlier run).
+    pub fn complete_after(mut self, number: String, stop: Stopped) -> Self {
+        self.complete_after = Some((number, stop));
+        self
+    }
+
+    /// Appends a record per fragment and per gap to `--manifest`.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Whether the fragment the listing ends with is written already.
+    fn listing_done(&self) -> Option<Stopped> {
+        let (number, stop) = self.complete_after.as_ref()?;
+        let last = self.last.as_ref()?;
+        (!is_newer(number, &last.number)).then(|| stop.clone())
+    }
+
+    /// Reports (and records) a stretch of the stream without fragments.
+    pub fn report_gap(&mut self, gap: &Gap) -> Result<(), Error> {
+        self.summary.gaps += 1;
+        self.reporter.report(&Report::Gap {
+            reason: format!(
+                "no fragments from {} to {} ({} clock): the producer was off",
+                jiff::Timestamp::from_millisecond(gap.from_ms)
+                    .map_or(gap.from_ms.to_string(), |t| t.to_string()),
+                jiff::Timestamp::from_millisecond(gap.to_ms)
+                    .map_or(gap.to_ms.to_string(), |t| t.to_string()),
+                clock_name(self.cfg.clock),
+            ),
+            after_fragment: gap.after_fragment.clone(),
+        });
+        self.record(&Record::Gap {
+            clock: clock_name(self.cfg.clock).into(),
+            from_ms: gap.from_ms,
+            to_ms: gap.to_ms,
+            after_fragment: gap.after_fragment.clone(),
+            before_fragment: gap.before_fragment.clone(),
+        })
+    }
+
+    fn record(&mut self, record: &Record) -> Result<(), Error> {
+        let Some(ledger) = self.ledger.as_mut() else {
+            return Ok(());
+        };
+        ledger
+            .append(record)
+            .map_err(|e| Error::io(format!("appending to {}", ledger.path().display()), e))
+    }
+
+    /// Writes a planned archived range fetched by `fetcher`, batch by batch in stream order,
+    /// through the same consumer as a GetMedia session. `then`: how the run ends when the
+    /// listing covers the whole range; `None`: what is newer continues with GetMedia.
+    pub async fn run_archived(
+        &mut self,
+        mut fetcher: Fetcher,
+        then: Option<Stopped>,
+    ) -> Result<Stopped, Error> {
+        self.reporter.report(&Report::Start {
+            stream: self.cfg.stream.display().to_owned(),
+            region: self.region.to_owned(),
+            data_endpoint: fetcher.endpoint().to_owned(),
+            selector: format!(
+                "FRAGMENT_LIST ({} batches, up to {} connections)",
+                fetcher.batch_count(),
+                self.cfg.parallel
+            ),
+        });
+        loop {
+            let next = tokio::select! {
+                s = wait_signal(&mut self.shutdown) => return Ok(Stopped::Signal(s)),
+                next = fetcher.next_ready() => next,
+            };
+            for note in fetcher.take_notes() {
+                let Note::Retry {
+                    reason,
+                    attempt,
+                    delay,
+                } = note;
+                self.summary.reconnects += 1;
+                self.reporter.report(&Report::Reconnect {
+                    reason,
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                });
+            }
+            let Some(ready) = next? else { break };
+            tracing::debug!(batch = ready.index, "writing a batch");
+            for (listed, at) in &ready.fragments {
+                let Some((at, len)) = *at else {
+                    if self
+                        .last
+                        .as_ref()
+                        .is_some_and(|l| !is_newer(&listed.number, &l.number))
+                    {
+                        continue;
+                    }
+                    self.lost.push(listed.number.clone());
+                    self.summary.gaps += 1;
+                    self.reporter.report(&Report::Gap {
+                        reason: format!(
+                            "fragment {} is listed but never arrived: lost",
+                            listed.number
+                        ),
+                        after_fragment: self.last.as_ref().map(|f| f.number.clone()),
+                    });
+                    continue;
+                };
+                let data = ready
+                    .read(at, len)
+                    .map_err(|e| Error::io(format!("reading {}", ready.spool.display()), e))?;
+                if let Some(stop) = self.feed_chunk(&data)? {
+                    return Ok(stop);
+                }
+                tokio::task::yield_now().await;
+            }
+            fetcher.done_with(&ready);
+        }
+        drop(fetcher);
+        if let Some(stop) = then {
+            return Ok(stop);
+        }
+        // What is newer than the listing: GetMedia after the last listed fragment.
+        self.run().await
+    }
+
+    /// Lost fragments end the run with exit 7, once the output is complete otherwise.
+    pub fn check_complete(&self, result: Result<Stopped, Error>) -> Result<Stopped, Error> {
+        match result {
+            Ok(_) if !self.lost.is_empty() => Err(Error::Incomplete {
+                lost: self.lost.clone(),
+            }),
+            other => other,
+        }
+    }
+
+    /// One whole GetMediaForFragmentList chunk, through the consumer.
+    fn feed_chunk(&mut self, data: &[u8]) -> Result<Option<Stopped>, Error> {
+        let mut parser = Parser::archived();
+        let mut cursor = Cursor::new();
+        self.skipping = false;
+        parser.push(data);
+        let mut finished = false;
+        loop {
+            let (event, at) = match parser.next_event_at() {
+                Ok(Some(next)) => next,
+                Ok(None) if finished => break,
+                Ok(None) => {
+                    finished = true;
+                    match parser.finish() {
+                        Ok(Finish::Clean) => continue,
+                        Ok(Finish::Truncated { .. }) => {
+                            self.unreadable_chunk(mkv::ParseError {
+                                offset: data.len() as u64,
+                                id: None,
+                                reason: "the chunk ends inside its fragment".into(),
+                            })?;
+                            break;
+                        }
+                        Err(e) if !self.cfg.strict => {
+                            self.unreadable_chunk(e)?;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) if !self.cfg.strict => {
+                    self.unreadable_chunk(e)?;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut route = |writer: &mut Writer, at| cursor.route_to(writer, at, data, 0);
+            match self.handle(event, at, &mut route)? {
+                Handled::Continue | Handled::Fragment => {}
+                Handled::Stop(stop) => return Ok(Some(stop)),
+                Handled::Retry(reason) => {
+                    self.discard()?;
+                    tracing::debug!(%reason, "a spooled chunk held an error");
+                    break;
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Continues after a fragment an earlier run wrote (from the state file): the run starts
@@ -277,6 +481,9 @@ impl<'a, S: MediaSource> Download<'a, S> {
     /// Runs until a stop condition holds or an error ends it. The writer is left for the
     /// caller to finish either way: everything it committed is whole.
     pub async fn run(&mut self) -> Result<Stopped, Error> {
+        if let Some(stop) = self.listing_done() {
+            return Ok(stop);
+        }
         let mut selector = match self.last.is_some() {
             true => self.resume_selector(&Selector::Earliest),
             false => self.initial_selector(),
@@ -702,6 +909,7 @@ impl<S: MediaSource> Download<'_, S> {
                 }
                 self.report_closed();
                 self.span = Some(Span::new(&self.chunk_tracks, self.chunk_scale));
+                self.hasher = self.ledger.is_some().then(sha2::Sha256::new);
             }
             Event::Cluster { timecode } => {
                 if let Some(span) = self.span.as_mut() {
@@ -711,6 +919,11 @@ impl<S: MediaSource> Download<'_, S> {
             Event::BlockStart(b) => {
                 if let Some(span) = self.span.as_mut() {
                     span.block(b.track, b.timecode);
+                }
+            }
+            Event::BlockData(d) if !self.skipping => {
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(d);
                 }
             }
             Event::FragmentEnd(_) if self.skipping => {
@@ -746,6 +959,28 @@ impl<S: MediaSource> Download<'_, S> {
                 });
                 self.last = Some(f.clone());
                 self.save_state(f)?;
+                if self.ledger.is_some() {
+                    let sha256 = crate::ledger::hex(
+                        &self
+                            .hasher
+                            .take()
+                            .map(|h| h.finalize().to_vec())
+                            .unwrap_or_default(),
+                    );
+                    let file = self
+                        .writer
+                        .open_file()
+                        .map_or_else(|| "-".into(), |o| o.path);
+                    self.record(&Record::Fragment {
+                        file,
+                        number: f.number.clone(),
+                        server_timestamp_ms: f.server_ms,
+                        producer_timestamp_ms: f.producer_ms,
+                        duration_ms: length_ms.max(0) as u64,
+                        bytes,
+                        sha256,
+                    })?;
+                }
                 let stop = &self.cfg.stop;
                 if stop
                     .max_fragments
@@ -761,6 +996,9 @@ impl<S: MediaSource> Download<'_, S> {
                     .is_some_and(|d| self.summary.media_duration_ms >= d.as_millis() as u64)
                 {
                     return Ok(Handled::Stop(Stopped::Duration));
+                }
+                if let Some(stop) = self.listing_done() {
+                    return Ok(Handled::Stop(stop));
                 }
                 return Ok(Handled::Fragment);
             }
@@ -825,6 +1063,13 @@ fn reached_end(cfg: &Config, f: &Fragment) -> bool {
         None => false,
         Some(End::Time(t)) => cfg.clock.of(f) >= t.as_millisecond(),
         Some(End::Fragment(n)) => !is_newer(n, &f.number),
+    }
+}
+
+fn clock_name(clock: Clock) -> &'static str {
+    match clock {
+        Clock::Server => "server",
+        Clock::Producer => "producer",
     }
 }
 

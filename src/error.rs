@@ -36,6 +36,11 @@ pub enum Error {
     #[error("another kvs-dl run holds {}", lock.display())]
     Locked { lock: std::path::PathBuf },
 
+    /// Fragments the listing holds never arrived, after retries (exit 7). The output holds
+    /// every other fragment and was finished cleanly.
+    #[error("incomplete: {} listed fragment(s) never arrived: {}", lost.len(), lost.join(", "))]
+    Incomplete { lost: Vec<String> },
+
     /// The output format cannot hold the stream's media, e.g. a codec MP4 cannot carry (exit 1).
     #[error("cannot write {format}: {reason}")]
     Unwritable { format: String, reason: String },
@@ -98,6 +103,7 @@ impl Error {
             Error::StreamNotFound { .. } => 4,
             Error::RetriesExhausted { .. } => 5,
             Error::Locked { .. } => 6,
+            Error::Incomplete { .. } => 7,
             Error::Both { first, .. } => first.exit_code(),
             Error::InvalidArgument { .. }
             | Error::Unwritable { .. }
@@ -133,6 +139,10 @@ impl Error {
                     .into(),
             ),
             Error::Unwritable { .. } => Some("use --format mkv, which carries any codec".into()),
+            Error::Incomplete { .. } => Some(
+                "the service listed them but could not serve them; run again later, or check with `kvs-dl verify --manifest`"
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -13,8 +13,11 @@ pub mod destination;
 pub mod download;
 pub mod encoder;
 pub mod error;
+pub mod ledger;
+pub mod listing;
 pub mod progress;
 pub mod run;
+pub mod source;
 pub mod state;
 pub mod writer;
 

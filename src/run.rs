@@ -5,8 +5,15 @@ use std::io::{IsTerminal, Write};
 use clap::CommandFactory;
 use tokio::sync::watch;
 
-use crate::aws::{Kvs, MediaSource};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::aws::{Failure, Kvs, MediaSource};
 use crate::cli::{Invocation, Tool};
+use crate::config::{Clock, End, Start};
+use crate::ledger::{Ledger, Record};
+use crate::listing::{self, Gap, Listed, MAX_FRAGMENT_MS, SETTLE_MS};
+use crate::source::{self, archive::Fetcher};
 use std::path::Path;
 
 use mkv::Fragment;
@@ -111,6 +118,32 @@ async fn transfer(
         None => None,
     };
     progress::report_files(reporter, summary, files.drain(..));
+    let plan = match archived_range(cfg, resume_after.as_ref()) {
+        Some(range) => plan_archive(cfg, &mut source, range, resume_after.as_ref()).await?,
+        None => None,
+    };
+    let fetcher = match &plan {
+        Some(plan) if plan.parallel => Some(fetcher(cfg, &mut source, plan).await?),
+        _ => None,
+    };
+    let ledger = match &cfg.manifest {
+        Some(path) => {
+            let mut ledger = Ledger::open(path)
+                .map_err(|e| Error::io(format!("opening --manifest {}", path.display()), e))?;
+            ledger
+                .append(&Record::Run {
+                    stream: cfg.stream.display().to_owned(),
+                    region: region.clone(),
+                    clock: match cfg.clock {
+                        Clock::Server => "server".into(),
+                        Clock::Producer => "producer".into(),
+                    },
+                })
+                .map_err(|e| Error::io(format!("appending to {}", path.display()), e))?;
+            Some(ledger)
+        }
+        None => None,
+    };
     let mut download = Download::new(
         cfg,
         &region,
@@ -123,7 +156,32 @@ async fn transfer(
     if let Some(last) = resume_after {
         download = download.resume_after(last);
     }
-    let result = download.run().await;
+    if let Some(ledger) = ledger {
+        download = download.with_ledger(ledger);
+    }
+    let result = match plan {
+        None => download.run().await,
+        Some(plan) => {
+            let mut result = Ok(());
+            for gap in &plan.gaps {
+                result = result.and_then(|()| download.report_gap(gap));
+            }
+            match (result, fetcher, plan.listed.last()) {
+                (Err(e), _, _) => Err(e),
+                (Ok(()), Some(fetcher), _) => download.run_archived(fetcher, plan.complete).await,
+                (Ok(()), None, None) if plan.complete.is_some() => {
+                    Ok(plan.complete.expect("checked"))
+                }
+                (Ok(()), None, last) => {
+                    if let (Some(last), Some(stop)) = (last, plan.complete) {
+                        download = download.complete_after(last.number.clone(), stop);
+                    }
+                    download.run().await
+                }
+            }
+        }
+    };
+    let result = download.check_complete(result);
     let last = download.last().cloned();
     let totals = download.summary();
     drop(download);
@@ -163,6 +221,181 @@ async fn transfer(
             saved_state?;
             Ok(stopped)
         }
+    }
+}
+
+/// An archived range as ListFragments describes it, and how to fetch it.
+struct ArchivePlan {
+    listed: Vec<Listed>,
+    gaps: Vec<Gap>,
+    /// The listing covers the whole range: the run ends this way after its last fragment.
+    /// `None`: fragments newer than the listing may still come, through GetMedia.
+    complete: Option<Stopped>,
+    /// Big enough to fetch over parallel connections.
+    parallel: bool,
+}
+
+/// Where an archived run's range starts and ends on the `--timestamp-type` clock (`None` at the
+/// start: the earliest fragment), when it is one: `--start earliest` or a past time (or a
+/// state to resume), and `--end` a time (`now` included).
+fn archived_range(cfg: &Config, resume: Option<&Fragment>) -> Option<(Option<i64>, i64)> {
+    let Some(End::Time(end)) = &cfg.stop.end else {
+        return None;
+    };
+    let start = match (resume, &cfg.start) {
+        (Some(last), _) => Some(cfg.clock.of(last)),
+        (None, Start::Earliest) => None,
+        (None, Start::Time(t)) => Some(t.as_millisecond()),
+        _ => return None,
+    };
+    Some((start, end.as_millisecond()))
+}
+
+/// `KVS_DL_ARCHIVE_SCALE` (a test and benchmark knob): scales the sizes that decide when a
+/// range is fetched in parallel (25 MB) and how big its batches are (64 MB).
+fn archive_scale() -> f64 {
+    std::env::var("KVS_DL_ARCHIVE_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(1.0)
+}
+
+const PARALLEL_MIN_BYTES: f64 = 25e6;
+const BATCH_BYTES: f64 = 64e6;
+
+/// Lists the range. A listing that fails is not fatal: the run goes on with GetMedia alone,
+/// which reports a real problem (a missing stream, refused credentials) itself.
+async fn plan_archive(
+    cfg: &Config,
+    source: &mut Kvs,
+    (start, end): (Option<i64>, i64),
+    resume: Option<&Fragment>,
+) -> Result<Option<ArchivePlan>, Error> {
+    let listed_at = jiff::Timestamp::now().as_millisecond();
+    let from = start.map_or(0, |s| s.saturating_sub(MAX_FRAGMENT_MS));
+    let listed = match source.list_fragments(cfg.clock, from, end).await {
+        Ok(listed) => listed,
+        Err(Failure::Retry { reason, .. }) => {
+            tracing::debug!(%reason, "listing failed: one GetMedia session instead");
+            return Ok(None);
+        }
+        Err(Failure::Fatal(e) | Failure::Expired(e)) => {
+            tracing::debug!(error = %e, "listing failed: one GetMedia session instead");
+            return Ok(None);
+        }
+    };
+    let mut listed = listing::trim(listed, cfg.clock, start, Some(end));
+    if let Some(last) = resume {
+        listed.retain(|f| mkv::cmp_fragment_numbers(&f.number, &last.number).is_gt());
+    }
+    // Complete when nothing newer can still come: the end is long past on the server clock,
+    // or the stream's newest listed fragment ended long before the listing (idle).
+    let end_settled = cfg.clock == Clock::Server && end + SETTLE_MS <= listed_at;
+    // A producer still sending would have finished its next fragment within about the longest
+    // fragment listed, and the service lists it within about a second.
+    let longest = listed
+        .iter()
+        .map(|f| f.duration_ms as i64)
+        .max()
+        .unwrap_or(0);
+    let settle = longest.clamp(1_000, MAX_FRAGMENT_MS) + 2_000;
+    let idle = listed
+        .last()
+        .is_some_and(|f| f.end(Clock::Server) + settle <= listed_at);
+    let complete = if end_settled {
+        Some(Stopped::End)
+    } else if idle {
+        Some(Stopped::CaughtUp)
+    } else {
+        None
+    };
+    let bytes: u64 = listed.iter().map(|f| f.bytes).sum();
+    let parallel = cfg.parallel > 1 && bytes as f64 > PARALLEL_MIN_BYTES * archive_scale();
+    tracing::debug!(
+        fragments = listed.len(),
+        bytes,
+        parallel,
+        complete = ?complete,
+        "listed the range"
+    );
+    Ok(Some(ArchivePlan {
+        gaps: listing::gaps(&listed, cfg.clock),
+        listed,
+        complete,
+        parallel,
+    }))
+}
+
+/// The parallel fetch of a plan, spooling beside the output.
+async fn fetcher(cfg: &Config, source: &mut Kvs, plan: &ArchivePlan) -> Result<Fetcher, Error> {
+    let archive = source.archive().await.map_err(|f| match f {
+        Failure::Fatal(e) | Failure::Expired(e) => e,
+        Failure::Retry { reason, .. } => Error::RetriesExhausted {
+            attempts: 1,
+            last: reason,
+        },
+    })?;
+    let scale = archive_scale();
+    let batches = listing::batches(
+        &plan.listed,
+        (PARALLEL_MIN_BYTES * scale) as u64,
+        (BATCH_BYTES * scale) as u64,
+    );
+    let (dir, prefix) = spool_place(cfg);
+    source::archive::remove_stale(&dir, &prefix);
+    let pacing = Pacing::from_env();
+    let scale = std::env::var("KVS_DL_BACKOFF_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(1.0);
+    Ok(Fetcher::new(
+        archive,
+        &plan.listed,
+        batches,
+        cfg.parallel,
+        cfg.max_retries,
+        source::archive::Timing {
+            backoff_base: pacing.backoff_base,
+            backoff_max: pacing.backoff_max,
+            not_found_base: Duration::from_secs(1).mul_f64(scale),
+            stall: pacing.stall,
+        },
+        (dir, prefix),
+    ))
+}
+
+/// Where a run's spools go: beside the output (the same disk), named after it.
+fn spool_place(cfg: &Config) -> (PathBuf, String) {
+    let templated = |p: &Path| {
+        let s = p.to_string_lossy();
+        s.contains('%') || s.contains('{')
+    };
+    match &cfg.output.target {
+        Target::File(path) => {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty() && !templated(p))
+                .map(Path::to_path_buf)
+                .or_else(|| {
+                    cfg.state_file
+                        .as_deref()
+                        .and_then(Path::parent)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map(Path::to_path_buf)
+                })
+                .unwrap_or_else(|| PathBuf::from("."));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().replace(['%', '{', '}', '/'], "_"))
+                .unwrap_or_default();
+            (parent, format!(".kvs-dl-spool.{name}."))
+        }
+        Target::Stdout => (
+            std::env::temp_dir(),
+            format!(".kvs-dl-spool.stdout-{}.", std::process::id()),
+        ),
     }
 }
 
