@@ -1,5 +1,6 @@
 //! kvs-dl end to end: the real binary, through the real AWS SDK, against `kvs-emu` on loopback.
 
+mod archive;
 mod browser;
 mod cron;
 mod download;
