@@ -25,7 +25,7 @@ fn archived_contents(data: &[u8]) -> Contents {
     let mut p = mkv::Parser::archived();
     p.push(data);
     let mut c = Contents::default();
-    let mut drain = |p: &mut mkv::Parser, c: &mut Contents| {
+    let drain = |p: &mut mkv::Parser, c: &mut Contents| {
         while let Some(e) = p.next_event().expect("output parses") {
             match e {
                 mkv::Event::EbmlHeader(_) => c.ebml_headers += 1,
