@@ -33,11 +33,14 @@ fuzz_target!(|input: (u16, &[u8])| {
     let merge = |(events, end): (Vec<String>, String)| {
         let mut out: Vec<String> = Vec::new();
         for e in events {
-            if let (Some(last), Some(n)) = (out.last_mut(), e.strip_prefix("data ")) {
-                if let Some(m) = last.strip_prefix("data ") {
-                    *last = format!("data {}", m.parse::<usize>().unwrap() + n.parse::<usize>().unwrap());
-                    continue;
-                }
+            if let (Some(last), Some(n)) = (out.last_mut(), e.strip_prefix("data "))
+                && let Some(m) = last.strip_prefix("data ")
+            {
+                *last = format!(
+                    "data {}",
+                    m.parse::<usize>().unwrap() + n.parse::<usize>().unwrap()
+                );
+                continue;
             }
             out.push(e);
         }

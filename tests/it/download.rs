@@ -1,4 +1,5 @@
-//! Downloads: every start form, every stop condition, raw output byte for byte.
+//! Downloads: every start form, every stop condition, raw output byte for byte and every
+//! fragment in it whole.
 
 use kvs_emu::Stream;
 
@@ -11,6 +12,7 @@ fn raw_output_of_a_capture_is_the_capture_byte_for_byte() {
     };
     let fragments = kvs_emu::from_capture(&body).unwrap();
     assert_eq!(fragments.len(), 5);
+    let all = numbers(&fragments);
     let w = World::new(vec![Stream {
         idle_close: IDLE,
         ..Stream::archive("cam", fragments)
@@ -28,7 +30,9 @@ fn raw_output_of_a_capture_is_the_capture_byte_for_byte() {
         "out.raw",
     ]));
     assert_exit(&out, 0);
-    assert_eq!(std::fs::read(w.path("out.raw")).unwrap(), body);
+    let raw = std::fs::read(w.path("out.raw")).unwrap();
+    assert_eq!(raw, body);
+    assert_whole_raw(&raw, &all);
     assert!(!w.path("out.raw.part").exists());
 }
 
@@ -50,9 +54,9 @@ fn raw_output_holds_each_whole_fragment_once_in_order() {
         "out.raw",
     ]));
     assert_exit(&out, 0);
-    let got = contents(&std::fs::read(w.path("out.raw")).unwrap());
-    assert_eq!(got.fragments, served);
-    assert_eq!(got.ebml_headers, 6);
+    let raw = std::fs::read(w.path("out.raw")).unwrap();
+    assert_whole_raw(&raw, &served);
+    assert_eq!(contents(&raw).ebml_headers, 6);
     assert_eq!(w.selectors()[0]["StartSelectorType"], "EARLIEST");
 }
 
@@ -61,10 +65,11 @@ fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
 }
 
-/// Downloads `args` from `stream` as raw and returns the fragment numbers written.
+/// Downloads `args` from `stream` as raw and returns the fragment numbers written, each whole.
 fn fragments_written(w: &World, args: &[&str]) -> Vec<String> {
     let (out, got) = fetch_raw(w, args);
     assert_exit(&out, 0);
+    assert_whole_raw(&std::fs::read(w.path("out.raw")).unwrap(), &got);
     got
 }
 
@@ -222,10 +227,7 @@ fn end_now_stops_once_caught_up_with_the_live_edge() {
     ]));
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("caught up"), "{}", stderr(&out));
-    assert_eq!(
-        contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments,
-        all
-    );
+    assert_whole_raw(&std::fs::read(w.path("out.raw")).unwrap(), &all);
 }
 
 #[test]
@@ -292,10 +294,7 @@ fn idle_timeout_ends_a_quiet_stream() {
         started.elapsed() < std::time::Duration::from_secs(20),
         "ended by the timeout, not the server"
     );
-    assert_eq!(
-        contents(&std::fs::read(w.path("out.raw")).unwrap()).fragments,
-        all
-    );
+    assert_whole_raw(&std::fs::read(w.path("out.raw")).unwrap(), &all);
 }
 
 #[test]
@@ -303,9 +302,11 @@ fn stdout_gets_the_same_bytes_as_a_file() {
     let Some(body) = capture("output_get_media_sparse_fragments.mkv") else {
         return;
     };
+    let fragments = kvs_emu::from_capture(&body).unwrap();
+    let all = numbers(&fragments);
     let w = World::new(vec![Stream {
         idle_close: IDLE,
-        ..Stream::archive("cam", kvs_emu::from_capture(&body).unwrap())
+        ..Stream::archive("cam", fragments)
     }]);
     let out = run(w.kvs_dl().args([
         "--stream-name",
@@ -321,6 +322,7 @@ fn stdout_gets_the_same_bytes_as_a_file() {
     ]));
     assert_exit(&out, 0);
     assert_eq!(out.stdout, body);
+    assert_whole_raw(&out.stdout, &all);
 }
 
 #[test]

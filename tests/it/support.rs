@@ -154,6 +154,32 @@ pub fn contents(data: &[u8]) -> Contents {
     c
 }
 
+/// Asserts that a raw output is whole: the parser reads all of it without an error to
+/// `Finish::Clean`, every fragment that begins also ends (one `FragmentEnd` per fragment
+/// written), and the fragments are exactly `expected`, in order.
+#[track_caller]
+pub fn assert_whole_raw(bytes: &[u8], expected: &[String]) {
+    let mut p = Parser::new();
+    p.push(bytes);
+    let (mut started, mut ended) = (0, Vec::new());
+    loop {
+        match p.next_event() {
+            Ok(Some(Event::FragmentStart(_))) => started += 1,
+            Ok(Some(Event::FragmentEnd(f))) => ended.push(f.number),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => panic!("the raw output does not parse: {e} (after {ended:?})"),
+        }
+    }
+    assert_eq!(
+        p.finish(),
+        Ok(mkv::Finish::Clean),
+        "the raw output ends inside a fragment (after {ended:?})"
+    );
+    assert_eq!(started, ended.len(), "a fragment began and did not end");
+    assert_eq!(ended, expected, "the raw output's whole fragments");
+}
+
 /// The numbers of some stored fragments.
 pub fn numbers(fragments: &[StoredFragment]) -> Vec<String> {
     fragments.iter().map(|f| f.number().to_owned()).collect()
