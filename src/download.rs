@@ -120,6 +120,9 @@ impl Pacing {
 /// fragments (the service waits about 3 s), not cut mid-transfer.
 const HEAD_SILENCE: Duration = Duration::from_millis(150);
 
+/// How much of a spooled chunk is read at a time.
+const SPOOL_PIECE: usize = 1 << 20;
+
 /// MILLIS_BEHIND_NOW of a fragment at the live head, give or take a fragment.
 const HEAD_LAG_MS: u64 = 10_000;
 
@@ -388,10 +391,10 @@ impl<'a, S: MediaSource> Download<'a, S> {
                     });
                     continue;
                 };
-                let data = ready
+                let mut chunk = ready
                     .read(at, len)
                     .map_err(|e| Error::io(format!("reading {}", ready.spool.display()), e))?;
-                if let Some(stop) = self.feed_chunk(&data)? {
+                if let Some(stop) = self.feed_chunk(&mut chunk)? {
                     return Ok(stop);
                 }
                 tokio::task::yield_now().await;
@@ -417,53 +420,71 @@ impl<'a, S: MediaSource> Download<'a, S> {
     }
 
     /// One whole GetMediaForFragmentList chunk, through the consumer.
-    fn feed_chunk(&mut self, data: &[u8]) -> Result<Option<Stopped>, Error> {
+    fn feed_chunk(&mut self, chunk: &mut dyn std::io::Read) -> Result<Option<Stopped>, Error> {
         let mut parser = Parser::archived();
         let mut cursor = Cursor::new();
         self.skipping = false;
-        parser.push(data);
-        let mut finished = false;
+        // In pieces, so that a 50 MB fragment costs one piece of memory, as on the wire.
+        let mut piece = vec![0; SPOOL_PIECE];
+        let mut offset = 0u64;
+        let mut ended = false;
         loop {
-            let (event, at) = match parser.next_event_at() {
-                Ok(Some(next)) => next,
-                Ok(None) if finished => break,
-                Ok(None) => {
-                    finished = true;
-                    match parser.finish() {
-                        Ok(Finish::Clean) => continue,
-                        Ok(Finish::Truncated { .. }) => {
-                            self.unreadable_chunk(mkv::ParseError {
-                                offset: data.len() as u64,
-                                id: None,
-                                reason: "the chunk ends inside its fragment".into(),
-                            })?;
-                            break;
-                        }
-                        Err(e) if !self.cfg.strict => {
-                            self.unreadable_chunk(e)?;
-                            break;
-                        }
-                        Err(e) => return Err(e.into()),
+            let n = chunk
+                .read(&mut piece)
+                .map_err(|e| Error::io("reading a spooled chunk", e))?;
+            let data = &piece[..n];
+            let data_at = offset;
+            offset += n as u64;
+            if n == 0 {
+                // The chunk is all here: a fragment without closing tags ends with it.
+                ended = true;
+                match parser.finish() {
+                    Ok(Finish::Clean) => {}
+                    Ok(Finish::Truncated { .. }) => {
+                        self.unreadable_chunk(mkv::ParseError {
+                            offset,
+                            id: None,
+                            reason: "the chunk ends inside its fragment".into(),
+                        })?;
+                        return Ok(None);
+                    }
+                    Err(e) if !self.cfg.strict => {
+                        self.unreadable_chunk(e)?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                parser.push(data);
+            }
+            loop {
+                let (event, at) = match parser.next_event_at() {
+                    Ok(Some(next)) => next,
+                    Ok(None) => break,
+                    Err(e) if !self.cfg.strict => {
+                        self.unreadable_chunk(e)?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let mut route =
+                    |writer: &mut Writer, at| cursor.route_to(writer, at, data, data_at);
+                match self.handle(event, at, &mut route)? {
+                    Handled::Continue | Handled::Fragment => {}
+                    Handled::Stop(stop) => return Ok(Some(stop)),
+                    Handled::Retry(reason) => {
+                        self.discard()?;
+                        tracing::debug!(%reason, "a spooled chunk held an error");
+                        return Ok(None);
                     }
                 }
-                Err(e) if !self.cfg.strict => {
-                    self.unreadable_chunk(e)?;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let mut route = |writer: &mut Writer, at| cursor.route_to(writer, at, data, 0);
-            match self.handle(event, at, &mut route)? {
-                Handled::Continue | Handled::Fragment => {}
-                Handled::Stop(stop) => return Ok(Some(stop)),
-                Handled::Retry(reason) => {
-                    self.discard()?;
-                    tracing::debug!(%reason, "a spooled chunk held an error");
-                    break;
-                }
             }
+            if ended {
+                return Ok(None);
+            }
+            cursor.route_to(self.writer, parser.position(), data, data_at)?;
+            cursor.carry_rest(data, data_at);
         }
-        Ok(None)
     }
 
     /// Continues after a fragment an earlier run wrote (from the state file): the run starts

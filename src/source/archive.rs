@@ -50,13 +50,11 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Reads one spooled chunk.
-    pub fn read(&self, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    /// A reader of one spooled chunk, to be read in pieces.
+    pub fn read(&self, at: u64, len: u64) -> std::io::Result<impl Read + use<>> {
         let mut file = std::fs::File::open(&self.spool)?;
         file.seek(SeekFrom::Start(at))?;
-        let mut data = vec![0; len as usize];
-        file.read_exact(&mut data)?;
-        Ok(data)
+        Ok(file.take(len))
     }
 }
 
