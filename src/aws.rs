@@ -127,61 +127,15 @@ impl Kvs {
     /// a missing or refused identity is reported before anything is written; the GET_MEDIA data
     /// endpoint is resolved at the first call.
     pub async fn connect(cfg: &Config) -> Result<Kvs, Error> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &cfg.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &cfg.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let mut sdk = loader.load().await;
-        let region = sdk.region().map(ToString::to_string).ok_or_else(|| {
-            Error::usage(
-                "no AWS region is set",
-                Some(
-                    "give --region, a --stream-arn, AWS_REGION, or a profile with a region".into(),
-                ),
-            )
-        })?;
+        Ok(Kvs::with_sdk(cfg, sdk_config(cfg).await?))
+    }
 
-        if let Some(role) = &cfg.assume_role {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
-                .session_name(&role.session_name)
-                .configure(&sdk)
-                .build()
-                .await;
-            sdk = sdk
-                .into_builder()
-                .credentials_provider(SharedCredentialsProvider::new(provider))
-                .build();
-        }
-        let provider = SharedCredentialsProvider::new(Remembered {
-            inner: sdk
-                .credentials_provider()
-                .ok_or_else(no_credentials_error)?,
-            last: std::sync::Mutex::new(None),
-        });
-        sdk = sdk
-            .into_builder()
-            .credentials_provider(provider.clone())
-            .build();
-        provider
-            .provide_credentials()
-            .await
-            .map_err(|e| Error::Auth {
-                message: match &cfg.assume_role {
-                    Some(role) => format!("could not assume role {}: {}", role.role_arn, chain(&e)),
-                    None => format!("no usable AWS credentials: {}", chain(&e)),
-                },
-                hint: Some(CREDENTIALS_HINT.into()),
-            })?;
-
+    /// The service through `sdk` from [`sdk_config`], shared with S3.
+    pub fn with_sdk(cfg: &Config, sdk: SdkConfig) -> Kvs {
+        let region = sdk.region().map(ToString::to_string).unwrap_or_default();
         let control = aws_sdk_kinesisvideo::Client::new(&sdk);
         let media = media_client(&sdk, "http://unresolved.invalid");
-        Ok(Kvs {
+        Kvs {
             control,
             media,
             sdk,
@@ -191,9 +145,67 @@ impl Kvs {
             resolved_at: std::time::Instant::now(),
             list_endpoint: None,
             archive_endpoint: None,
-        })
+        }
     }
+}
 
+/// The SDK configuration of a run: region, profile, assumed role and one cache of credentials,
+/// shared by Kinesis Video and S3. Credentials are fetched here, so a missing or refused identity
+/// is reported before anything is written.
+pub async fn sdk_config(cfg: &Config) -> Result<SdkConfig, Error> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &cfg.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &cfg.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let mut sdk = loader.load().await;
+    sdk.region().ok_or_else(|| {
+        Error::usage(
+            "no AWS region is set",
+            Some("give --region, a --stream-arn, AWS_REGION, or a profile with a region".into()),
+        )
+    })?;
+
+    if let Some(role) = &cfg.assume_role {
+        let provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+            .session_name(&role.session_name)
+            .configure(&sdk)
+            .build()
+            .await;
+        sdk = sdk
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+    }
+    let provider = SharedCredentialsProvider::new(Remembered {
+        inner: sdk
+            .credentials_provider()
+            .ok_or_else(no_credentials_error)?,
+        last: std::sync::Mutex::new(None),
+    });
+    sdk = sdk
+        .into_builder()
+        .credentials_provider(provider.clone())
+        .build();
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| Error::Auth {
+            message: match &cfg.assume_role {
+                Some(role) => format!("could not assume role {}: {}", role.role_arn, chain(&e)),
+                None => format!("no usable AWS credentials: {}", chain(&e)),
+            },
+            hint: Some(CREDENTIALS_HINT.into()),
+        })?;
+    Ok(sdk)
+}
+
+impl Kvs {
     /// GetDataEndpoint for one API (each may have its own host).
     async fn endpoint_for(&self, api: ApiName) -> Result<String, Failure> {
         let request = self.control.get_data_endpoint().api_name(api.clone());

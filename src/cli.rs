@@ -107,6 +107,13 @@ pub struct Cli {
     #[arg(long, value_name = "URL", help_heading = "Stream")]
     pub endpoint_url: Option<String>,
 
+    /// Region of the S3 bucket(s) in -o and --state-file [default: the bucket's own]
+    ///
+    /// S3 goes to AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL (path-style addressing then), with
+    /// the same credentials as the stream.
+    #[arg(long, value_name = "REGION", help_heading = "Output")]
+    pub s3_region: Option<String>,
+
     /// Where to start: now, earliest, a time, -15m, fragment:NUMBER or token:TOKEN
     ///
     /// A time is RFC 3339 with an offset (2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00) or
@@ -164,11 +171,12 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", help_heading = "Start and stop")]
     pub idle_timeout: Option<String>,
 
-    /// Write to PATH (`-` for standard output)
+    /// Write to PATH (`-` for standard output, s3://BUCKET/KEY for S3)
     ///
     /// The file is written as PATH.part and renamed when complete. With --segment, PATH is a
     /// template: %Y %m %d %H %M %S from the first fragment's UTC timestamp, {stream} and
-    /// {fragment}.
+    /// {fragment}. An S3 object is a multipart upload that appears only when complete, and
+    /// never replaces an existing object (unless --force).
     #[arg(short = 'o', long, value_name = "PATH", help_heading = "Output")]
     pub output: PathBuf,
 
@@ -204,7 +212,8 @@ pub struct Cli {
     ///
     /// One run holds a state at a time (PATH.lock): another run of the same state exits with
     /// code 6. With --segment, a segment the stream has not reached the end of yet stays open
-    /// as .part and the next run continues it.
+    /// as .part and the next run continues it. PATH may be s3://BUCKET/KEY: written only with
+    /// If-Match/If-None-Match, so a run that loses a race exits 6.
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub state_file: Option<PathBuf>,
 

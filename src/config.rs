@@ -19,6 +19,8 @@ use crate::error::Error;
 pub struct Env {
     /// `AWS_ENDPOINT_URL`, as every AWS SDK reads it.
     pub aws_endpoint_url: Option<String>,
+    /// `AWS_ENDPOINT_URL_S3`: S3's own endpoint, before `AWS_ENDPOINT_URL`.
+    pub aws_endpoint_url_s3: Option<String>,
 }
 
 impl Env {
@@ -26,6 +28,9 @@ impl Env {
     pub fn from_process() -> Env {
         Env {
             aws_endpoint_url: std::env::var("AWS_ENDPOINT_URL")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            aws_endpoint_url_s3: std::env::var("AWS_ENDPOINT_URL_S3")
                 .ok()
                 .filter(|v| !v.is_empty()),
         }
@@ -198,6 +203,27 @@ pub struct Config {
     pub parallel: usize,
     /// `--manifest`: the fragment ledger.
     pub manifest: Option<PathBuf>,
+    /// How S3 is reached, when `-o` or `--state-file` is `s3://`.
+    pub s3: crate::s3::Settings,
+}
+
+impl Config {
+    /// The S3 buckets the run writes to (`-o`, `--state-file`), each once.
+    pub fn s3_buckets(&self) -> Vec<String> {
+        let mut buckets = Vec::new();
+        let output = match &self.output.target {
+            Target::File(path) => Some(path.as_path()),
+            Target::Stdout => None,
+        };
+        for path in output.into_iter().chain(self.state_file.as_deref()) {
+            if let Some(url) = crate::s3::parse(path)
+                && !buckets.contains(&url.bucket)
+            {
+                buckets.push(url.bucket);
+            }
+        }
+        buckets
+    }
 }
 
 impl Config {
@@ -314,6 +340,8 @@ impl Config {
             None => None,
         };
 
+        let s3 = resolve_s3(&output, state_file.as_deref(), cli.s3_region, env)?;
+
         let progress = match (cli.quiet, cli.progress) {
             (true, ProgressArg::Auto) => ProgressMode::Quiet,
             (true, other) => {
@@ -359,8 +387,58 @@ impl Config {
             verbose: cli.verbose,
             parallel: usize::from(cli.parallel).clamp(1, 5),
             manifest: cli.manifest,
+            s3,
         })
     }
+}
+
+/// Checks `s3://` values of -o and --state-file, and how S3 is reached.
+fn resolve_s3(
+    output: &Output,
+    state_file: Option<&std::path::Path>,
+    region: Option<String>,
+    env: &Env,
+) -> Result<crate::s3::Settings, Error> {
+    let s3_output = match &output.target {
+        Target::File(path) if crate::s3::is_s3(path) => {
+            crate::s3::check(path, "-o")?;
+            true
+        }
+        _ => false,
+    };
+    if let Some(path) = state_file.filter(|p| crate::s3::is_s3(p)) {
+        crate::s3::check(path, "--state-file")?;
+    }
+    if s3_output && output.faststart {
+        return Err(usage(
+            "--faststart cannot be used with an s3:// output (an uploaded object is not rewritten)"
+                .into(),
+            "drop --faststart (the fragmented MP4 plays in browsers and players), or write a local file",
+        ));
+    }
+    let region = region
+        .map(|r| {
+            if is_region(&r) {
+                Ok(r)
+            } else {
+                Err(usage(
+                    format!("invalid value '{r}' for --s3-region"),
+                    "a region looks like us-west-2 or eu-central-1",
+                ))
+            }
+        })
+        .transpose()?;
+    let endpoint_url = match (&env.aws_endpoint_url_s3, &env.aws_endpoint_url) {
+        (Some(url), _) if !url.is_empty() => {
+            Some(check_endpoint(url.clone(), "AWS_ENDPOINT_URL_S3")?)
+        }
+        (_, Some(url)) if !url.is_empty() => Some(check_endpoint(url.clone(), "AWS_ENDPOINT_URL")?),
+        _ => None,
+    };
+    Ok(crate::s3::Settings {
+        endpoint_url,
+        region,
+    })
 }
 
 fn usage(message: String, hint: &str) -> Error {
@@ -997,6 +1075,7 @@ mod tests {
                 verbose: 0,
                 parallel: 5,
                 manifest: None,
+                s3: crate::s3::Settings::default(),
             }
         );
         assert_eq!(c.stream.display(), "cam1");
@@ -1153,6 +1232,7 @@ mod tests {
     fn endpoint_url() {
         let env = Env {
             aws_endpoint_url: Some("http://localhost:4566".into()),
+            ..Env::default()
         };
         let base = ["--stream-name", "cam1", "-o", "x.mkv"];
 
@@ -1174,6 +1254,7 @@ mod tests {
         assert_eq!(c.endpoint_url, None);
         let empty = Env {
             aws_endpoint_url: Some(String::new()),
+            ..Env::default()
         };
         let c = Config::resolve(cli(&base), &empty, now(), false).unwrap();
         assert_eq!(c.endpoint_url, None);
@@ -1186,9 +1267,55 @@ mod tests {
         }
         let bad_env = Env {
             aws_endpoint_url: Some("localhost".into()),
+            ..Env::default()
         };
         let msg = usage_err(Config::resolve(cli(&base), &bad_env, now(), false));
         assert!(msg.contains("AWS_ENDPOINT_URL"), "{msg}");
+    }
+
+    #[test]
+    fn s3_targets() {
+        let env = Env {
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+            aws_endpoint_url_s3: Some("http://127.0.0.1:8333".into()),
+        };
+        let args = [
+            "--stream-name",
+            "cam1",
+            "-o",
+            "s3://media/cam/%Y%m%d-%H.mkv",
+            "--segment",
+            "1h",
+            "--state-file",
+            "s3://state/cam1.json",
+            "--s3-region",
+            "eu-west-1",
+        ];
+        let c = Config::resolve(cli(&args), &env, now(), false).unwrap();
+        assert_eq!(c.s3.endpoint_url.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(c.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.s3_buckets(), ["media", "state"]);
+        let only_global = Env {
+            aws_endpoint_url: Some("http://127.0.0.1:4566".into()),
+            ..Env::default()
+        };
+        let c = Config::resolve(cli(&args), &only_global, now(), false).unwrap();
+        assert_eq!(c.s3.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+        assert!(ok(&[]).s3_buckets().is_empty());
+
+        let s3_err = |args: &[&str]| {
+            let mut all = vec!["--stream-name", "cam1"];
+            all.extend_from_slice(args);
+            usage_err(Config::resolve(cli(&all), &env, now(), false))
+        };
+        let msg = s3_err(&["-o", "s3://media/x.mp4", "--format", "mp4", "--faststart"]);
+        assert!(
+            msg.contains("--faststart") && msg.contains("s3://"),
+            "{msg}"
+        );
+        assert!(s3_err(&["-o", "s3://media"]).contains("-o"));
+        assert!(err(&["--state-file", "s3://Bad_/x"]).contains("--state-file"));
+        assert!(err(&["--s3-region", "EU"]).contains("--s3-region"));
     }
 
     #[test]

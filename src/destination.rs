@@ -13,13 +13,32 @@ use std::path::{Path, PathBuf};
 
 use crate::encoder::Rewrite;
 
+pub mod s3;
+
+/// A new file at `path`: an S3 object for `s3://BUCKET/KEY`, else a [`LocalFile`].
+pub fn create(path: &Path, force: bool) -> io::Result<Box<dyn Destination>> {
+    if crate::s3::is_s3(path) {
+        return Ok(Box::new(s3::S3Object::create(path, force)?));
+    }
+    Ok(Box::new(LocalFile::create(path, force)?))
+}
+
+/// Whether a file (or object) is there, or a local file's `.part`: a name a new file must not take.
+pub fn taken(path: &Path) -> bool {
+    if crate::s3::is_s3(path) {
+        // A failed lookup counts as free: completing the object refuses to replace one anyway.
+        return s3::exists(path).unwrap_or(false);
+    }
+    path.exists() || part_path(path).exists()
+}
+
 /// Writes are gathered into buffers of this size before they reach the file.
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// How much of an uncommitted fragment stdout keeps in memory before spilling to disk.
 pub const SPOOL_IN_MEMORY: usize = 8 << 20;
 
-/// An output that only ever keeps whole fragments: a local file, standard output (later, S3).
+/// An output that only ever keeps whole fragments: a local file, standard output, an S3 object.
 pub trait Destination {
     /// Appends bytes of the fragment being written.
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
@@ -42,6 +61,10 @@ pub trait Destination {
     fn sync(&mut self) -> io::Result<()>;
     /// The final path, for outputs that are files.
     fn path(&self) -> Option<&Path>;
+    /// The S3 multipart upload in progress, for the state file.
+    fn upload(&self) -> Option<s3::Upload> {
+        None
+    }
     /// Drops the uncommitted rest and makes the committed bytes final. Returns the final path
     /// when a file was written.
     fn finish(self: Box<Self>) -> io::Result<Option<PathBuf>>;

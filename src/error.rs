@@ -105,6 +105,8 @@ impl Error {
             Error::Locked { .. } => 6,
             Error::Incomplete { .. } => 7,
             Error::Both { first, .. } => first.exit_code(),
+            // Another run took over an S3 state or upload: the same as a held lock.
+            Error::Io { source, .. } if crate::s3::is_superseded(source) => 6,
             Error::InvalidArgument { .. }
             | Error::Unwritable { .. }
             | Error::Io { .. }

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod listing;
 pub mod progress;
 pub mod run;
+pub mod s3;
 pub mod source;
 pub mod state;
 pub mod writer;

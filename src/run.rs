@@ -45,11 +45,19 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
     )?;
     init_tracing(cfg.verbose, cfg.progress == ProgressMode::Quiet);
     // One thread: the body is read and written in turn, like curl does; a second worker would
-    // only add wake-ups between the HTTP connection and the writer.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
+    // only add wake-ups between the HTTP connection and the writer. S3 needs workers: its
+    // uploads go on while the download does, and a call that waits for one blocks in place.
+    let runtime = match cfg.s3_buckets().is_empty() {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| Error::io("starting the async runtime", e))?;
     runtime.block_on(download(&cfg))
 }
 
@@ -98,13 +106,34 @@ async fn transfer(
 ) -> Result<Stopped, Error> {
     // Before anything else, so that a second run of the same state touches nothing.
     let _lock = lock_state(cfg)?;
+    // S3 is checked (credentials, buckets) before anything is downloaded or written.
+    let sdk = match cfg.s3_buckets() {
+        buckets if buckets.is_empty() => None,
+        buckets => {
+            let sdk = crate::aws::sdk_config(cfg).await?;
+            let buckets: Vec<&str> = buckets.iter().map(String::as_str).collect();
+            crate::s3::connect(&sdk, &cfg.s3, &buckets).await?;
+            Some(sdk)
+        }
+    };
     let state = load_state(cfg)?;
     if let Some(state) = &state {
         check_stream(cfg, state, None)?;
     }
+    let rewound;
+    let (cfg, state) = match take_over_upload(cfg, state)? {
+        TakenOver::Resume(state) => (cfg, *state),
+        TakenOver::Rewound(c) => {
+            rewound = *c;
+            (&rewound, None)
+        }
+    };
     let opts = encoder_options(cfg);
     let (mut writer, continued) = output_writer(cfg, &opts, state.as_ref())?;
-    let mut source = Kvs::connect(cfg).await?;
+    let mut source = match sdk {
+        Some(sdk) => Kvs::with_sdk(cfg, sdk),
+        None => Kvs::connect(cfg).await?,
+    };
     let region = source.region().to_owned();
     let mut files = Vec::new();
     let resume_after = match &state {
@@ -195,19 +224,28 @@ async fn transfer(
     // Whatever ended the run, what was committed is whole fragments: make it final, or, for a
     // segment the stream has not reached the end of, leave it for the next run to continue.
     files.extend(writer.take_closed());
+    // Another run took over the S3 state or upload: nothing more is written.
+    let superseded = matches!(&result, Err(e) if e.exit_code() == 6);
+    // An S3 object cannot stay open across runs (its parts cannot be read back): it is
+    // completed, and the next run's segment gets a suffixed name.
     let keep_open = cfg.state_file.is_some()
+        && !s3_output(cfg)
         && writer
             .segment_end_ms()
             .is_some_and(|end| end > reached_ms(cfg, &result, last.as_ref()));
     let open = keep_open.then(|| writer.open_file()).flatten();
-    let finished = match keep_open {
-        true => writer.leave_open().map(|closed| files.extend(closed)),
-        false => writer.finish().map(|file| files.extend(file)),
+    let finished = match (superseded, keep_open) {
+        (true, _) => {
+            files.extend(writer.abandon());
+            Ok(())
+        }
+        (false, true) => writer.leave_open().map(|closed| files.extend(closed)),
+        (false, false) => writer.finish().map(|file| files.extend(file)),
     }
     .map_err(|e| Error::io("finishing the output", e));
     progress::report_files(reporter, summary, files.drain(..));
     let saved_state = match (&cfg.state_file, &last, &finished) {
-        (Some(path), Some(last), Ok(())) => {
+        (Some(path), Some(last), Ok(())) if !superseded => {
             save_state(path, &State::after(cfg, &region, last, open))
         }
         _ => Ok(()),
@@ -373,7 +411,7 @@ fn spool_place(cfg: &Config) -> (PathBuf, String) {
         s.contains('%') || s.contains('{')
     };
     match &cfg.output.target {
-        Target::File(path) => {
+        Target::File(path) if !crate::s3::is_s3(path) => {
             let parent = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty() && !templated(p))
@@ -396,6 +434,11 @@ fn spool_place(cfg: &Config) -> (PathBuf, String) {
             std::env::temp_dir(),
             format!(".kvs-dl-spool.stdout-{}.", std::process::id()),
         ),
+        // S3: the machine's temporary folder (the output has no disk of its own).
+        Target::File(_) => (
+            std::env::temp_dir(),
+            format!(".kvs-dl-spool.s3-{}.", std::process::id()),
+        ),
     }
 }
 
@@ -414,7 +457,8 @@ fn reached_ms(cfg: &Config, result: &Result<Stopped, Error>, last: Option<&Fragm
 }
 
 fn lock_state(cfg: &Config) -> Result<Option<state::Lock>, Error> {
-    let Some(path) = &cfg.state_file else {
+    let Some(path) = cfg.state_file.as_ref().filter(|p| !crate::s3::is_s3(p)) else {
+        // An S3 state is claimed with a conditional write when it is loaded.
         return Ok(None);
     };
     state::lock(path, cfg.wait_lock).map(Some).map_err(|e| {
@@ -432,6 +476,9 @@ fn load_state(cfg: &Config) -> Result<Option<State>, Error> {
     let Some(path) = &cfg.state_file else {
         return Ok(None);
     };
+    if let Some(url) = crate::s3::parse(path) {
+        return state::s3::open(&url);
+    }
     state::load(path)
         .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))
 }
@@ -439,6 +486,49 @@ fn load_state(cfg: &Config) -> Result<Option<State>, Error> {
 fn save_state(path: &Path, state: &State) -> Result<(), Error> {
     state::save(path, state)
         .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
+}
+
+/// Whether `-o` is an S3 object (or template).
+fn s3_output(cfg: &Config) -> bool {
+    matches!(&cfg.output.target, Target::File(path) if crate::s3::is_s3(path))
+}
+
+/// What a run does with the state it loaded.
+enum TakenOver {
+    /// Go on after the state's last fragment.
+    Resume(Box<Option<State>>),
+    /// The S3 object a killed run was writing was never completed; its upload is aborted and its
+    /// fragments are taken again, from its first one.
+    Rewound(Box<Config>),
+}
+
+/// Deals with the S3 upload a killed run left, if the state records one.
+fn take_over_upload(cfg: &Config, state: Option<State>) -> Result<TakenOver, Error> {
+    let Some(mut state) = state else {
+        return Ok(TakenOver::Resume(Box::new(None)));
+    };
+    let Some(file) = state.file.as_ref().filter(|f| crate::s3::is_s3(&f.path)) else {
+        return Ok(TakenOver::Resume(Box::new(Some(state))));
+    };
+    let left = crate::destination::s3::take_over(&file.path, file.upload.as_ref())
+        .map_err(|e| Error::io(format!("taking over {}", file.path.display()), e))?;
+    match left {
+        crate::destination::s3::Leftover::Completed => {
+            state.file = None;
+            Ok(TakenOver::Resume(Box::new(Some(state))))
+        }
+        crate::destination::s3::Leftover::Aborted => {
+            tracing::debug!(
+                object = %file.path.display(),
+                first = %file.first.fragment_number,
+                "an unfinished S3 object: its fragments are taken again"
+            );
+            Ok(TakenOver::Rewound(Box::new(Config {
+                start: Start::Fragment(file.first.fragment_number.clone()),
+                ..cfg.clone()
+            })))
+        }
+    }
 }
 
 /// Refuses a state written for another stream (or, once the region is known, another region).

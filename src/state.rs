@@ -19,6 +19,8 @@ use crate::config::{Config, stream_name_of};
 use crate::destination::{locked, sync_parent};
 use crate::writer::{OpenFile, Saved};
 
+pub mod s3;
+
 /// The state file's contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -74,7 +76,12 @@ pub fn load(path: &Path) -> io::Result<Option<State>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let state: State = serde_json::from_slice(&text).map_err(|e| {
+    parse(&text).map(Some)
+}
+
+/// A state file's bytes.
+pub fn parse(text: &[u8]) -> io::Result<State> {
+    let state: State = serde_json::from_slice(text).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("not a kvs-dl state file: {e}"),
@@ -86,12 +93,15 @@ pub fn load(path: &Path) -> io::Result<Option<State>> {
             format!("state file version {} is not {VERSION}", state.version),
         ));
     }
-    Ok(Some(state))
+    Ok(state)
 }
 
 /// Replaces the state atomically and durably, through a temporary file of its own, so that two
 /// writers (which the lock should prevent) could never mix their bytes.
 pub fn save(path: &Path, state: &State) -> io::Result<()> {
+    if let Some(url) = crate::s3::parse(path) {
+        return s3::save(&url, state);
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -170,6 +180,7 @@ mod tests {
                 fragments: 3,
                 duration_ms: 6000,
                 segment_end_ms: None,
+                upload: None,
             }),
         };
         save(&path, &state).unwrap();

@@ -14,7 +14,8 @@ use mkv::{Event, Fragment};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Clock, Format};
-use crate::destination::{Destination, LocalFile, Stdout, part_path};
+use crate::destination::s3::Upload;
+use crate::destination::{self, Destination, LocalFile, Stdout, part_path};
 use crate::encoder::{Contents, Encoder, Options, Refusal};
 use crate::progress::FileReport;
 use live::{Live, Step};
@@ -85,6 +86,9 @@ pub struct OpenFile {
     /// Where a `--segment` file ends, on the `--timestamp-type` clock (epoch milliseconds).
     #[serde(default)]
     pub segment_end_ms: Option<i64>,
+    /// An S3 object's multipart upload in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<Upload>,
 }
 
 impl OpenFile {
@@ -162,7 +166,7 @@ impl Writer {
     pub fn new(format: Format, opts: Options, names: Names, force: bool) -> io::Result<Writer> {
         let dest: Option<Box<dyn Destination>> = match &names {
             Names::Stdout => Some(Box::new(Stdout::new(io::stdout()))),
-            Names::File(path) => Some(Box::new(LocalFile::create(path, force)?)),
+            Names::File(path) => Some(destination::create(path, force)?),
             Names::Segments(_) => None,
         };
         let encoder = format.encoder(&opts);
@@ -254,7 +258,7 @@ impl Writer {
             // The previous segment is renamed into place before the next one is named.
             self.close()?;
             let path = self.free_name(name);
-            self.dest = Some(Box::new(LocalFile::create(&path, self.force)?));
+            self.dest = Some(destination::create(&path, self.force)?);
             self.produced.push(path);
             self.segment_end_ms = Some(end);
             self.encoder = self.encoder.next_file();
@@ -267,8 +271,7 @@ impl Writer {
     /// replacement: `--force` is the only way to write over a file.
     fn free_name(&self, name: PathBuf) -> PathBuf {
         let taken = |p: &Path| {
-            self.produced.iter().any(|q| q == p)
-                || (!self.force && (p.exists() || part_path(p).exists()))
+            self.produced.iter().any(|q| q == p) || (!self.force && destination::taken(p))
         };
         if !taken(&name) {
             return name;
@@ -356,6 +359,7 @@ impl Writer {
             fragments: c.fragments,
             duration_ms: c.duration_ms,
             segment_end_ms: self.segment_end_ms,
+            upload: dest.upload(),
         })
     }
 
@@ -384,6 +388,14 @@ impl Writer {
             dest.sync()?;
         }
         Ok(std::mem::take(&mut self.closed))
+    }
+
+    /// Stops without finishing anything: another run took over. The open file is dropped as a
+    /// crash would leave it (an S3 upload is aborted); whatever was finished before stays.
+    pub fn abandon(mut self) -> Vec<FileReport> {
+        self.encoder.discard();
+        drop(self.dest.take());
+        std::mem::take(&mut self.closed)
     }
 
     /// Moves the encoder's output into the destination.
@@ -442,7 +454,9 @@ type Reopened = (Box<dyn Destination>, Box<dyn Encoder>);
 /// The `.part` of `file` cut back to its recorded bytes, and the encoder that wrote it, rebuilt
 /// from those bytes. `Ok(None)` when there is no `.part` (the file was finished, or never begun).
 fn reopen(opts: &Options, file: &OpenFile, last: &Fragment) -> io::Result<Option<Reopened>> {
-    if !part_path(&file.path).exists() {
+    // An S3 object cannot be read back before it is complete: a killed run's is taken again
+    // from its first fragment instead (see `destination::s3`).
+    if crate::s3::is_s3(&file.path) || !part_path(&file.path).exists() {
         return Ok(None);
     }
     let dest = LocalFile::resume(&file.path, file.bytes)?;
