@@ -17,9 +17,10 @@
 //! * **Decode times.** Matroska blocks carry presentation times only. Per run, a video
 //!   track's decode times are its sorted presentation times shifted by the reorder delay found
 //!   so far (never below the previous decode time), and `trun` (version 1, signed) carries the
-//!   composition offsets. AAC frames last 1024 samples, G.711 samples one byte per channel.
-//!   The last sample of a run lasts the run's average spacing (or DefaultDuration); the next
-//!   `tfdt` keeps errors from adding up.
+//!   composition offsets. AAC frames last 1024 samples, G.711 samples one byte per channel;
+//!   audio has no composition offsets: it plays at its decode times, from the run's first block
+//!   time. The last sample of a run lasts the run's average spacing (or DefaultDuration); the
+//!   next `tfdt` keeps errors from adding up.
 //! * **Index: `mfra`.** A `sidx` must come before the fragments, which a one-pass writer
 //!   cannot do; `mfra` (one `tfra` per track, one entry per moof starting with a sync sample,
 //!   and `mfro`) is written at the end and is what ffmpeg's mov demuxer reads to seek without
@@ -33,7 +34,10 @@
 //!   at 64 characters, the rest a `free` box) and rewritten whole by [`Muxer::finish`]. A pipe
 //!   gets the stream tag and the first fragment's values.
 //! * **Recovery.** A private `uuid` box in the moov keeps the source Tracks element and
-//!   TimestampScale, so [`Recovery`] can rebuild the writer from the file alone.
+//!   TimestampScale, so [`Recovery`] can rebuild the writer from the file alone: the sample
+//!   tables, index and duration from the boxes (the writer keeps nothing the boxes do not
+//!   say), and what placing further fragments needs (block times, reorder delay, spacing) from
+//!   a record the box keeps for the last fragment, patched in at every fragment's end.
 //!
 //! Codecs: `V_MPEG4/ISO/AVC` (avc1), `V_MPEGH/ISO/HEVC` (hvc1), `A_AAC` (mp4a), and G.711 in
 //! `A_MS/ACM` (alaw, ulaw). Any other track is refused with [`Refusal::Codec`].

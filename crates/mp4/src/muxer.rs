@@ -23,8 +23,9 @@ const MP4_EPOCH_OFFSET: i64 = 2_082_844_800;
 /// Identifies the private box (in moov) holding the source Tracks, for recovery.
 pub const PRIVATE_UUID: [u8; 16] = *b"kvs-dl/mp4/mkv\0\x01";
 
-/// The layout of the private box: version, TimestampScale, shift, Tracks element.
-pub const PRIVATE_VERSION: u8 = 2;
+/// The layout of the private box: version, TimestampScale, shift, the length of a resume
+/// record, two resume record slots ([`Resume`]), Tracks element.
+pub const PRIVATE_VERSION: u8 = 3;
 
 /// How the file is laid out.
 #[derive(Debug, Clone)]
@@ -52,6 +53,74 @@ pub(crate) struct Layout {
     /// The i64 shift in the private box, so that recovery places what follows as the writer
     /// placed what came before.
     pub shift_at: Option<u64>,
+    /// The first of the two [`Resume`] slots in the private box (seekable files).
+    pub resume_at: Option<u64>,
+}
+
+/// What placing the next fragment needs and the file's boxes cannot tell (they hold track
+/// units and durations, not the Matroska block times the writer places fragments by, nor the
+/// reorder delay and spacing it carries from run to run). A seekable file records it in the
+/// private box at the end of every fragment, alternating between two slots, each tagged with
+/// the file's length and fragment count after its fragment: a crash after a fragment was
+/// written and before the state file recorded it leaves the record of the fragment before
+/// intact. [`Muxer::finish`] clears both slots, so that a finished file does not depend on
+/// where a run was interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// The file's length and the fragments in it after the fragment described.
+    pub bytes: u64,
+    pub fragments: u64,
+    pub end_ticks: i64,
+    pub last_block_ticks: Option<i64>,
+    /// Per track: the reorder delay and the last run's spacing, in track units.
+    pub tracks: Vec<(i64, Option<i64>)>,
+}
+
+/// An absent value in a [`Resume`] record.
+const NONE: i64 = i64::MIN;
+
+impl Resume {
+    /// The length of a record for this many tracks.
+    pub fn len(tracks: usize) -> usize {
+        32 + 16 * tracks
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::with_capacity(Resume::len(self.tracks.len()));
+        bmff::u64(&mut o, self.bytes);
+        bmff::u64(&mut o, self.fragments);
+        o.extend_from_slice(&self.end_ticks.to_be_bytes());
+        o.extend_from_slice(&self.last_block_ticks.unwrap_or(NONE).to_be_bytes());
+        for &(delay, spacing) in &self.tracks {
+            o.extend_from_slice(&delay.to_be_bytes());
+            o.extend_from_slice(&spacing.unwrap_or(NONE).to_be_bytes());
+        }
+        o
+    }
+
+    /// A record for `tracks` tracks; `None` when the slot was never written (or is cleared).
+    pub fn decode(b: &[u8], tracks: usize) -> Option<Resume> {
+        if b.len() != Resume::len(tracks) || b.iter().all(|&x| x == 0) {
+            return None;
+        }
+        let mut words = b
+            .chunks_exact(8)
+            .map(|w| i64::from_be_bytes(w.try_into().unwrap_or_default()));
+        let mut next = || words.next().unwrap_or(0);
+        let some = |v: i64| (v != NONE).then_some(v);
+        let bytes = next() as u64;
+        let fragments = next() as u64;
+        let end_ticks = next();
+        let last_block_ticks = some(next());
+        let tracks = (0..tracks).map(|_| (next(), some(next()))).collect();
+        Some(Resume {
+            bytes,
+            fragments,
+            end_ticks,
+            last_block_ticks,
+            tracks,
+        })
+    }
 }
 
 /// Per-file state that a discarded fragment must not change.
@@ -67,6 +136,8 @@ pub(crate) struct Committed {
     pub sequence: u32,
     pub shift: Option<i64>,
     pub marks: Vec<Mark>,
+    /// The private box's slot (0 or 1) holding the [`Resume`] record of the last fragment.
+    pub resume_slot: usize,
 }
 
 /// A sample waiting in the current run.
@@ -435,6 +506,35 @@ impl Muxer {
         c.last = Some(fragment.clone());
         c.fragments += 1;
         self.commit();
+        self.record_resume();
+    }
+
+    /// What placing the next fragment needs, as of the last whole fragment.
+    pub(crate) fn resume(&self) -> Resume {
+        let c = &self.committed;
+        Resume {
+            bytes: c.written,
+            fragments: c.fragments,
+            end_ticks: c.end_ticks,
+            last_block_ticks: c.last_block_ticks,
+            tracks: self
+                .states
+                .iter()
+                .map(|st| (st.tables.timeline.delay, st.tables.timeline.spacing))
+                .collect(),
+        }
+    }
+
+    /// Writes the [`Resume`] record of the fragment just committed into the slot that does not
+    /// hold the one before.
+    fn record_resume(&mut self) {
+        let Some(at) = self.layout.and_then(|l| l.resume_at) else {
+            return;
+        };
+        let slot = self.committed.resume_slot ^ 1;
+        self.committed.resume_slot = slot;
+        let record = self.resume().encode();
+        self.patch(at + (slot * record.len()) as u64, record);
     }
 
     /// The current state becomes the one a discard returns to.
@@ -611,6 +711,9 @@ impl Muxer {
             }
             let udta = self.final_udta(Some(layout.udta_len as usize));
             self.patch(layout.udta_at, udta);
+            if let Some(at) = layout.resume_at {
+                self.patch(at, vec![0; 2 * Resume::len(self.states.len())]);
+            }
         }
         self.committed.written = self.position();
         true
@@ -681,6 +784,7 @@ impl Muxer {
         let mut udta_at = 0;
         let mut udta_len = 0;
         let mut shift_at = None;
+        let mut resume_at = None;
         boxed(&mut o, b"moov", |o| {
             mvhd(o, creation, 0, self.states.len() as u32 + 1);
             for st in &self.states {
@@ -714,6 +818,12 @@ impl Muxer {
                     shift_at = Some(start + o.len() as u64);
                 }
                 bmff::u64(o, 0);
+                let slot = Resume::len(self.states.len());
+                bmff::u32(o, slot as u32);
+                if self.opts.seekable {
+                    resume_at = Some(start + o.len() as u64);
+                }
+                o.resize(o.len() + 2 * slot, 0);
                 o.extend_from_slice(tracks_element);
             });
         });
@@ -723,6 +833,7 @@ impl Muxer {
             udta_at,
             udta_len,
             shift_at,
+            resume_at,
         });
     }
 
@@ -819,6 +930,9 @@ fn timed(st: &mut TrackState, scale: u64, shift: i64) -> (i64, Vec<RunSample>) {
         _ => fixed_duration(st.cfg.timing, st.run[n - 1].size),
     };
     let dts0 = dts[0];
+    // Only video carries composition offsets (`trun` has none for audio): audio is presented
+    // at its decode times, and what the writer keeps must be what the file says.
+    let video = st.cfg.video;
     let mut at = dts0;
     let mut samples = Vec::with_capacity(n);
     for (i, p) in st.run.iter().enumerate() {
@@ -827,10 +941,13 @@ fn timed(st: &mut TrackState, scale: u64, shift: i64) -> (i64, Vec<RunSample>) {
             None => last_duration,
         }
         .clamp(0, i64::from(u32::MAX)) as u32;
-        let cto = p
-            .ticks
-            .saturating_sub(at)
-            .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        let cto = match video {
+            true => p
+                .ticks
+                .saturating_sub(at)
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            false => 0,
+        };
         samples.push(RunSample {
             size: p.size,
             duration,

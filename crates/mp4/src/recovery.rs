@@ -2,13 +2,20 @@
 //! back, in pieces and bounded memory, and the writer's state (positions, the per-sample
 //! tables, the index, the duration and the offsets to patch) is rebuilt from them, so that
 //! [`Muxer::finish`] gives the bytes an uninterrupted run would have.
+//!
+//! Everything `finish()` and the faststart rewrite use is what the boxes say (`tfdt`, the
+//! `trun` durations, sizes and composition offsets): the writer keeps no more than it writes.
+//! What only placing further fragments needs (the block times the writer places fragments by,
+//! the reorder delay and spacing it carries from run to run) is read from the private box's
+//! [`Resume`] record of the last fragment, so that a continued file goes on exactly as an
+//! uninterrupted run would.
 
 use mkv::Fragment;
 use mkv::tracks;
 
 use crate::bmff::{self, Reader};
 use crate::entry;
-use crate::muxer::{self, Layout, Muxer, Options};
+use crate::muxer::{self, Layout, Muxer, Options, Resume};
 use crate::tables::RunSample;
 
 /// The largest moov and moof read back whole.
@@ -44,6 +51,8 @@ pub struct Recovery {
     /// The last whole box was an mdat (or the moov).
     at_fragment_end: bool,
     fragments: u64,
+    /// The private box's two [`Resume`] slots.
+    resume: [Option<Resume>; 2],
     failed: Option<RecoveryError>,
 }
 
@@ -65,6 +74,7 @@ impl Recovery {
             moof: None,
             at_fragment_end: false,
             fragments: 0,
+            resume: [None, None],
             failed: None,
         }
     }
@@ -181,9 +191,19 @@ impl Recovery {
         }
         let scale = r.u64().map_err(err)?.max(1);
         let shift = (r.u64().map_err(err)? as i64).clamp(0, i64::MAX / 4);
-        let element = &private[16 + 17..];
+        let slot = r.u32().map_err(err)? as usize;
+        let slots = r.take(slot.saturating_mul(2)).map_err(err)?;
+        let element = &private[16 + r.pos..];
         let tracks = tracks::parse(element).map_err(err)?;
+        if slot != Resume::len(tracks.len()) {
+            return Err(err("a private box of the wrong size"));
+        }
         let configs = entry::configure(&tracks).map_err(|e| err(e.to_string()))?;
+        let (slot0, slot1) = slots.split_at(slot);
+        self.resume = [slot0, slot1].map(|s| Resume::decode(s, tracks.len()));
+        // In the private box's payload: UUID, version, scale, then the shift, the length of a
+        // slot and the slots.
+        let shift_at = payload_at + private_offset(payload)? + 16 + 1 + 8;
         let m = &mut self.muxer;
         m.scale = scale;
         m.tracks = tracks;
@@ -192,7 +212,8 @@ impl Recovery {
             mehd_at: Some(mehd_at),
             udta_at,
             udta_len,
-            shift_at: Some(payload_at + shift_offset(payload)?),
+            shift_at: Some(shift_at),
+            resume_at: Some(shift_at + 8 + 4),
         });
         m.shift = Some(shift);
         self.at_fragment_end = true;
@@ -328,43 +349,65 @@ impl Recovery {
             )));
         }
         let m = &mut self.muxer;
-        let end = m.duration_ms();
-        // The tables are on the shifted timeline; the writer places fragments before the shift.
-        let shift = m.shift.unwrap_or(0);
-        let end_ticks =
-            ((i128::from(end) * 1_000_000 / i128::from(m.scale)) as i64).saturating_sub(shift);
         let committed = &mut m.committed;
         committed.first = Some(first);
         committed.last = Some(last);
         committed.fragments = fragments;
-        committed.end_ticks = end_ticks;
-        // Where the last block began (not where the media ends: an AAC frame may run past the
-        // next fragment's start), as the writer had it, so that what follows is placed alike.
-        let last_block = m
-            .states
-            .iter()
-            .filter_map(|st| {
-                let t = &st.tables.timeline;
-                let units = t.last_dts?.saturating_add(t.delay);
-                let ticks = i128::from(units) * 1_000_000_000
-                    / (i128::from(m.scale) * i128::from(st.cfg.timescale.max(1)));
-                Some((ticks as i64).saturating_sub(shift))
-            })
-            .max();
-        let c = &mut m.committed;
-        c.last_block_ticks = last_block;
+        let record = self.resume.iter_mut().enumerate().find_map(|(slot, r)| {
+            Some((
+                slot,
+                r.take_if(|r| (r.bytes, r.fragments) == (bytes, fragments))?,
+            ))
+        });
+        match record {
+            Some((slot, r)) => {
+                let c = &mut m.committed;
+                c.resume_slot = slot;
+                c.end_ticks = r.end_ticks;
+                c.last_block_ticks = r.last_block_ticks;
+                for (st, (delay, spacing)) in m.states.iter_mut().zip(r.tracks) {
+                    st.tables.timeline.delay = delay;
+                    st.tables.timeline.spacing = spacing;
+                }
+            }
+            // No record of this fragment (the state file lags the file by more than one
+            // fragment): finishing is still exact, and what follows is placed from the
+            // samples' times.
+            None => estimate(m),
+        }
         m.commit();
         Ok(self.muxer)
     }
 }
 
-/// Where the shift lies in the moov payload: inside the private box, after its UUID, version
-/// and TimestampScale.
-fn shift_offset(moov: &[u8]) -> Result<u64, RecoveryError> {
+/// The placement state estimated from the samples' times, for a file whose [`Resume`] record
+/// is lost.
+fn estimate(m: &mut Muxer) {
+    // The tables are on the shifted timeline; the writer places fragments before the shift.
+    let shift = m.shift.unwrap_or(0);
+    let end = i128::from(m.duration_ms()) * 1_000_000 / i128::from(m.scale);
+    m.committed.end_ticks = (end as i64).saturating_sub(shift);
+    // Where the last sample began (not where the media ends: an AAC frame may run past the
+    // next fragment's start).
+    m.committed.last_block_ticks = m
+        .states
+        .iter()
+        .filter_map(|st| {
+            let t = &st.tables.timeline;
+            let units = t.last_dts?.saturating_add(t.delay);
+            let ticks = i128::from(units) * 1_000_000_000
+                / (i128::from(m.scale) * i128::from(st.cfg.timescale.max(1)));
+            Some((ticks as i64).saturating_sub(shift))
+        })
+        .max();
+}
+
+/// Where the private box's payload starts in the moov payload.
+fn private_offset(moov: &[u8]) -> Result<u64, RecoveryError> {
     for child in bmff::children(moov) {
         let (kind, data, off) = child.map_err(err)?;
         if &kind == b"uuid" && data.starts_with(&muxer::PRIVATE_UUID) {
-            return Ok(off as u64 + 8 + 16 + 1 + 8);
+            return Ok(off as u64 + 8);
         }
     }
     Err(err("no private box"))

@@ -2,6 +2,8 @@
 //! bodies from ffmpeg-made Matroska files, and the tools that judge the output.
 #![allow(dead_code)]
 
+pub mod body;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
