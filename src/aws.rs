@@ -299,6 +299,11 @@ impl Kvs {
         Ok(crate::listing::sort(listed))
     }
 
+    /// Resolves the LIST_FRAGMENTS endpoint again at the next listing (it was refused).
+    pub fn forget_list_endpoint(&mut self) {
+        self.list_endpoint = None;
+    }
+
     /// A GetMediaForFragmentList client for parallel fetches, on its own resolved endpoint.
     pub async fn archive(&mut self) -> Result<Archive, Failure> {
         if self.archive_endpoint.is_none() {

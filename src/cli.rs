@@ -22,6 +22,12 @@ Examples:
   Watch live in a player:
     kvs-dl --stream-name cam1 -o - | ffplay -
 
+  Yesterday 14:00-15:00 over five connections, with a manifest, then check it later:
+    kvs-dl --stream-name cam7 --start 2026-11-24T14:00:00Z --end 2026-11-24T15:00:00Z \\
+      -o cam7-1400.mkv --manifest cam7.jsonl
+    kvs-dl list --stream-name cam7 --start -1h
+    kvs-dl verify --manifest cam7.jsonl
+
   Shell completions and the manual page:
     kvs-dl completions bash > ~/.local/share/bash-completion/completions/kvs-dl
     kvs-dl man > ~/.local/share/man/man1/kvs-dl.1";
@@ -61,6 +67,171 @@ pub enum Tool {
     },
     /// Print the manual page (roff)
     Man,
+    /// Print a range's fragments and gaps as ListFragments lists them, without downloading
+    ///
+    /// A table on stdout (or JSON Lines with --json): each fragment's number, server and
+    /// producer timestamps, duration and bytes, in stream order, and the gaps between them.
+    /// Exit codes as for a download.
+    List(ListArgs),
+    /// Check a --manifest against the stream: exit 0 when complete, 7 when fragments are missing
+    ///
+    /// Lists the range the manifest covers (its first to its last fragment, or --start/--end)
+    /// and reports the fragments the stream has that the files lack (not in the manifest, or
+    /// their file is gone), and the manifest's fragments the stream no longer lists (expired
+    /// or deleted; reported, exit unchanged).
+    Verify(VerifyArgs),
+}
+
+/// The account flags of a download, for `list` and `verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccountArgs {
+    /// AWS region [default: from the ARN, else AWS_REGION or the profile]
+    #[arg(long, value_name = "REGION", help_heading = "Stream")]
+    pub region: Option<String>,
+
+    /// Named profile from the shared AWS config files
+    #[arg(long, value_name = "PROFILE", help_heading = "Stream")]
+    pub profile: Option<String>,
+
+    /// Assume this IAM role on top of the resolved credentials
+    #[arg(long, value_name = "ARN", help_heading = "Stream")]
+    pub role_arn: Option<String>,
+
+    /// Session name for --role-arn
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "role_arn",
+        help_heading = "Stream"
+    )]
+    pub role_session_name: Option<String>,
+
+    /// Control-plane endpoint, for VPC endpoints and emulators [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL", help_heading = "Stream")]
+    pub endpoint_url: Option<String>,
+
+    /// Give up after N consecutive failed attempts (0: on the first failure)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_retries: u32,
+
+    /// Print only errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print debug detail (-vv for more)
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `kvs-dl list`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(
+    ArgGroup::new("stream")
+        .required(true)
+        .multiple(false)
+        .args(["stream_name", "stream_arn"]),
+))]
+pub struct ListArgs {
+    /// Name of the stream to list
+    #[arg(long, value_name = "NAME", help_heading = "Stream")]
+    pub stream_name: Option<String>,
+
+    /// ARN of the stream to list (its region is used unless --region is given)
+    #[arg(long, value_name = "ARN", help_heading = "Stream")]
+    pub stream_arn: Option<String>,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+
+    /// Where the range starts: earliest, a time or -15m (as for a download)
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "earliest",
+        allow_hyphen_values = true,
+        help_heading = "Range"
+    )]
+    pub start: String,
+
+    /// Where the range ends (the first fragment at or after it is not listed): now, a time, -15m
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "now",
+        allow_hyphen_values = true,
+        help_heading = "Range"
+    )]
+    pub end: String,
+
+    /// Which clock --start and --end refer to
+    #[arg(
+        long,
+        value_name = "CLOCK",
+        value_enum,
+        default_value_t = ClockArg::Server,
+        help_heading = "Range"
+    )]
+    pub timestamp_type: ClockArg,
+
+    /// Print JSON Lines ({"kind":"fragment",...} and {"kind":"gap",...}) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kvs-dl verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// The manifest a download wrote with --manifest PATH
+    #[arg(long, value_name = "PATH", required = true)]
+    pub manifest: PathBuf,
+
+    /// The stream to check [default: the one the manifest names]
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "stream_arn",
+        help_heading = "Stream"
+    )]
+    pub stream_name: Option<String>,
+
+    /// The stream to check, by ARN [default: the one the manifest names]
+    #[arg(long, value_name = "ARN", help_heading = "Stream")]
+    pub stream_arn: Option<String>,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+
+    /// Check from here: earliest, a time or -15m [default: the manifest's first fragment]
+    #[arg(
+        long,
+        value_name = "WHEN",
+        allow_hyphen_values = true,
+        help_heading = "Range"
+    )]
+    pub start: Option<String>,
+
+    /// Check up to here, excluded: now, a time or -15m [default: its last fragment, included]
+    #[arg(
+        long,
+        value_name = "WHEN",
+        allow_hyphen_values = true,
+        help_heading = "Range"
+    )]
+    pub end: Option<String>,
+
+    /// Which clock --start and --end (and the manifest's range) refer to
+    #[arg(
+        long,
+        value_name = "CLOCK",
+        value_enum,
+        default_value_t = ClockArg::Server,
+        help_heading = "Range"
+    )]
+    pub timestamp_type: ClockArg,
+
+    /// Print JSON Lines (one object per finding, then a summary) instead of a report
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The flags of a download. A `Parser` of its own too, so that `Config`'s tests can parse it
@@ -359,6 +530,28 @@ mod tests {
         assert!(i.download.is_none());
         assert_eq!(err(&["completions", "tcsh"]), ErrorKind::InvalidValue);
         assert_eq!(err(&["completions"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn list_and_verify() {
+        let i = invoke(&["list", "--stream-name", "cam", "--start", "-1h", "--json"]).unwrap();
+        let Some(Tool::List(l)) = i.command else {
+            panic!("{i:?}")
+        };
+        assert_eq!(l.stream_name.as_deref(), Some("cam"));
+        assert_eq!((l.start.as_str(), l.end.as_str()), ("-1h", "now"));
+        assert!(l.json);
+        assert_eq!(l.account.max_retries, 10);
+        assert!(invoke(&["list"]).is_err(), "list needs a stream");
+        assert!(invoke(&["list", "--stream-name", "a", "-o", "x"]).is_err());
+        let i = invoke(&["verify", "--manifest", "m.jsonl", "--region", "eu-west-1"]).unwrap();
+        let Some(Tool::Verify(v)) = i.command else {
+            panic!("{i:?}")
+        };
+        assert_eq!(v.manifest, PathBuf::from("m.jsonl"));
+        assert_eq!(v.account.region.as_deref(), Some("eu-west-1"));
+        assert_eq!((v.start, v.end), (None, None));
+        assert!(invoke(&["verify"]).is_err(), "verify needs --manifest");
     }
 
     #[test]

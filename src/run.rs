@@ -30,8 +30,11 @@ use crate::writer::{Names, OpenFile, Segments, Writer, finish_leftover, segment_
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
 pub fn run(invocation: Invocation) -> Result<u8, Error> {
-    if let Some(tool) = invocation.command {
-        return print_tool(tool).map(|()| 0);
+    match invocation.command {
+        Some(Tool::List(args)) => return crate::inspect::list(args),
+        Some(Tool::Verify(args)) => return crate::inspect::verify(args),
+        Some(tool) => return print_tool(tool).map(|()| 0),
+        None => {}
     }
     let cli = invocation
         .download
@@ -74,6 +77,7 @@ fn print_tool(tool: Tool) -> Result<(), Error> {
         Tool::Man => clap_mangen::Man::new(command)
             .render(&mut out)
             .map_err(|e| Error::io("rendering the manual page", e))?,
+        Tool::List(_) | Tool::Verify(_) => unreachable!("run by crate::inspect"),
     }
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -687,7 +691,7 @@ fn signals() -> watch::Receiver<Option<Signal>> {
 /// calls, retries). Never the SDK's trace level: that is where it logs whole requests, with
 /// their Authorization and session token headers. `-q` shows only errors. Colour only on a
 /// terminal.
-fn init_tracing(verbose: u8, quiet: bool) {
+pub(crate) fn init_tracing(verbose: u8, quiet: bool) {
     let directives = match verbose {
         _ if quiet => "error",
         0 => "warn",
