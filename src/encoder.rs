@@ -85,6 +85,10 @@ pub trait Encoder {
     fn rewrite(&self) -> Option<Rewrite> {
         None
     }
+    /// Whole frames taken in and not yet turned into bytes.
+    fn held_frames(&self) -> usize {
+        0
+    }
 }
 
 impl Format {

@@ -301,13 +301,19 @@ impl Writer {
         if step == Step::Drop {
             return Ok(());
         }
+        let held = self.encoder.held_frames();
         self.encoder.event(event)?;
         self.flush()?;
         let Some(dest) = self.dest.as_mut() else {
             return Ok(());
         };
-        if step == Step::Release {
+        // A frame just became whole, or the encoder wrote out frames it held: send them now.
+        let held_now = self.encoder.held_frames();
+        if let Some(live) = self.live.as_mut()
+            && (step == Step::Release || held_now < held)
+        {
             dest.release()?;
+            live.sent(held_now);
         }
         if let Event::FragmentEnd(_) = event {
             dest.commit()?;

@@ -89,4 +89,8 @@ impl Encoder for Muxer {
     fn rewrite(&self) -> Option<Rewrite> {
         self.faststart()
     }
+
+    fn held_frames(&self) -> usize {
+        Muxer::held_frames(self)
+    }
 }

@@ -29,6 +29,9 @@ pub struct Live {
     /// The block being read: its track, its time, the bytes still to come, and whether it was
     /// sent before.
     block: Option<(u64, i64, u64, bool)>,
+    /// Frames whole but maybe still held by the encoder (an MP4 fragment is written once its
+    /// frames' decode times are known), in order.
+    whole: Vec<(u64, i64)>,
     /// Per track, the latest frame time sent in this fragment.
     sent: Vec<(u64, i64)>,
     /// A fragment cut off after these frames were sent.
@@ -76,6 +79,7 @@ impl Live {
             },
             Event::FragmentEnd(_) => {
                 self.fragment = None;
+                self.whole.clear();
                 self.sent.clear();
                 self.resend = None;
                 self.block = None;
@@ -85,20 +89,29 @@ impl Live {
         }
     }
 
-    /// The current block is whole: it counts as sent.
+    /// The current block is whole: once the encoder has written it out, it is sent.
     fn whole(&mut self) -> Step {
         if let Some((track, at, _, _)) = self.block.take() {
+            self.whole.push((track, at));
+        }
+        Step::Release
+    }
+
+    /// What was written has been sent; the encoder still holds its `held` latest frames.
+    pub fn sent(&mut self, held: usize) {
+        let out = self.whole.len().saturating_sub(held);
+        for (track, at) in self.whole.drain(..out) {
             match self.sent.iter_mut().find(|(t, _)| *t == track) {
                 Some((_, latest)) => *latest = (*latest).max(at),
                 None => self.sent.push((track, at)),
             }
         }
-        Step::Release
     }
 
     /// The connection dropped inside the fragment being read.
     pub fn discard(&mut self) {
         self.block = None;
+        self.whole.clear();
         if let Some(number) = self.fragment.take()
             && !self.sent.is_empty()
         {
@@ -140,6 +153,7 @@ mod tests {
             steps.push(live.event(&block(track, t, 2)));
             steps.push(live.event(&Event::BlockData(b"a")));
             steps.push(live.event(&Event::BlockData(b"b")));
+            live.sent(0);
         }
         steps
     }
@@ -169,6 +183,23 @@ mod tests {
         live.event(&Event::FragmentEnd(Fragment::default()));
         let steps = frames(&mut live, "8", &[(1, 0)]);
         assert_eq!(steps[2], Step::Pass);
+    }
+
+    #[test]
+    fn frames_the_encoder_still_holds_are_sent_again() {
+        let mut live = Live::default();
+        live.event(&start("7"));
+        live.event(&Event::Cluster { timecode: 1000 });
+        for t in [0, 40, 80] {
+            live.event(&block(1, t, 1));
+            live.event(&Event::BlockData(b"a"));
+        }
+        // The encoder wrote out the first frame and holds the other two.
+        live.sent(2);
+        live.discard();
+        let steps = frames(&mut live, "7", &[(1, 0), (1, 40), (1, 80)]);
+        let per_block: Vec<Step> = steps[2..].chunks(3).map(|c| c[0]).collect();
+        assert_eq!(per_block, [Step::Drop, Step::Pass, Step::Pass]);
     }
 
     #[test]

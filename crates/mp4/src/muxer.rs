@@ -31,8 +31,9 @@ pub const PRIVATE_VERSION: u8 = 3;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The output can seek: `mehd`, the metadata slot and `mfra` get their final values. Off
-    /// for pipes, which get only the init segment and fragments, one per frame, so that a
-    /// viewer gets each frame as soon as it is whole.
+    /// for pipes, which get only the init segment and small fragments for a live viewer: one
+    /// per group of video frames that reorder among themselves (one per frame without
+    /// B-frames), or per audio frame in an audio-only stream.
     pub seekable: bool,
     /// Keep the per-sample tables so that [`Muxer::faststart`] can describe a progressive file.
     pub faststart: bool,
@@ -369,7 +370,21 @@ impl Muxer {
                 .saturating_add(cur.span.block(block.track, block.timecode));
             cur.last_block_ticks = Some(cur.last_block_ticks.map_or(at, |l| l.max(at)));
             pts = at;
-            self.run_min = Some(self.run_min.map_or(at, |m| m.min(at)));
+        }
+        if let Some(i) = track
+            && !self.opts.seekable
+            && self.states[i].cfg.video
+            && !self.states[i].run.is_empty()
+            && self.states[i].run.iter().all(|p| p.ticks < pts)
+        {
+            // A pipe is watched live: a video frame that comes after every frame buffered
+            // (an I or P frame) closes the group before it, whose decode times are now known
+            // (B-frames reorder only within it). Without B-frames, each frame goes out as the
+            // next begins.
+            self.flush_run();
+        }
+        if track.is_some() {
+            self.run_min = Some(self.run_min.map_or(pts, |m| m.min(pts)));
         }
         if self.run_bytes >= FLUSH_BYTES {
             self.flush_run();
@@ -482,8 +497,8 @@ impl Muxer {
             }
         };
         self.run_bytes += added;
-        if !self.opts.seekable {
-            // A pipe is watched live: every frame goes out in a fragment of its own, at once.
+        if !self.opts.seekable && !self.states.iter().any(|s| s.cfg.video) {
+            // A pipe of audio alone: every frame goes out in a fragment of its own, at once.
             self.flush_run();
         }
     }
@@ -741,6 +756,12 @@ impl Muxer {
             .map(|st| units_to_ms(st.tables.timeline.end, st.cfg.timescale))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Whole frames taken in and not yet written out (the run a pipe holds until its decode
+    /// times are known).
+    pub fn held_frames(&self) -> usize {
+        self.states.iter().map(|s| s.run.len()).sum()
     }
 
     /// Fragments whose producer timestamp did not move forward and were placed right after the
