@@ -10,4 +10,5 @@ mod media;
 mod mp4;
 mod progress;
 mod resilience;
+mod s3;
 mod support;
