@@ -638,3 +638,60 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// ListStreams, every page: the names of the active streams whose name begins with `prefix`
+/// (all of them for `""`), in the service's order, for `--streams-matching`.
+pub async fn list_streams(sdk: &SdkConfig, prefix: &str) -> Result<Vec<String>, Error> {
+    use aws_sdk_kinesisvideo::types::{ComparisonOperator, Status, StreamNameCondition};
+    let client = aws_sdk_kinesisvideo::Client::new(sdk);
+    let region = sdk.region().map(ToString::to_string).unwrap_or_default();
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut attempts = 0;
+    loop {
+        let mut request = client.list_streams().set_next_token(token.clone());
+        if !prefix.is_empty() {
+            request = request.stream_name_condition(
+                StreamNameCondition::builder()
+                    .comparison_operator(ComparisonOperator::BeginsWith)
+                    .comparison_value(prefix)
+                    .build(),
+            );
+        }
+        let page = match request.send().await {
+            Ok(page) => page,
+            Err(e) => {
+                let stream = StreamId::Name(format!("{prefix}*"));
+                match failure(&stream, &region, "ListStreams", e) {
+                    Failure::Retry { reason, .. } if attempts < 5 => {
+                        attempts += 1;
+                        tracing::debug!(%reason, attempts, "ListStreams: trying again");
+                        tokio::time::sleep(Duration::from_millis(200 << attempts)).await;
+                        continue;
+                    }
+                    Failure::Retry { reason, .. } => {
+                        return Err(Error::RetriesExhausted {
+                            attempts,
+                            last: reason,
+                        });
+                    }
+                    Failure::Fatal(e) | Failure::Expired(e) => return Err(e),
+                }
+            }
+        };
+        attempts = 0;
+        names.extend(
+            page.stream_info_list()
+                .iter()
+                .filter(|s| s.status() == Some(&Status::Active))
+                .filter_map(|s| s.stream_name().map(str::to_owned)),
+        );
+        token = page
+            .next_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if token.is_none() {
+            return Ok(names);
+        }
+    }
+}

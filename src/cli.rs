@@ -28,6 +28,12 @@ Examples:
     kvs-dl list --stream-name cam7 --start -1h
     kvs-dl verify --manifest cam7.jsonl
 
+  A fleet: every stream in cams.txt, one state each; shard K of 8 from JOB_COMPLETION_INDEX
+  (Kubernetes), AWS_BATCH_JOB_ARRAY_INDEX or NOMAD_ALLOC_INDEX; exit 8 if some stream failed:
+    kvs-dl --streams-from cams.txt --shard-count 8 --start earliest --end now \\
+      --segment 1h -o 'archive/{stream}/%Y%m%d-%H%M%S.mkv' --state-dir state
+    kvs-dl shards --shard-count 8 --streams-from cams.txt
+
   Shell completions and the manual page:
     kvs-dl completions bash > ~/.local/share/bash-completion/completions/kvs-dl
     kvs-dl man > ~/.local/share/man/man1/kvs-dl.1";
@@ -80,6 +86,11 @@ pub enum Tool {
     /// their file is gone), and the manifest's fragments the stream no longer lists (expired
     /// or deleted; reported, exit unchanged).
     Verify(VerifyArgs),
+    /// Print which shard each stream of a fleet belongs to, without downloading
+    ///
+    /// One line per stream: the shard (0 to N-1), a tab, the stream as given. The same
+    /// assignment as --shard K/N and --shard-count N: FNV-1a 64 of the stream name, mod N.
+    Shards(ShardsArgs),
 }
 
 /// The account flags of a download, for `list` and `verify`.
@@ -240,17 +251,72 @@ pub struct VerifyArgs {
 #[command(group(
     ArgGroup::new("stream")
         .required(true)
-        .multiple(false)
-        .args(["stream_name", "stream_arn"]),
+        .multiple(true)
+        .args(["stream_name", "stream_arn", "streams_from", "streams_matching"]),
 ))]
 pub struct Cli {
-    /// Name of the stream to download
-    #[arg(long, value_name = "NAME", help_heading = "Stream")]
-    pub stream_name: Option<String>,
+    /// Name of the stream to download (repeat it for a fleet: see --streams-from)
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "stream_arn",
+        help_heading = "Stream"
+    )]
+    pub stream_name: Vec<String>,
 
-    /// ARN of the stream to download (its region is used unless --region is given)
+    /// ARN of the stream to download (its region is used unless --region is given; repeatable)
     #[arg(long, value_name = "ARN", help_heading = "Stream")]
-    pub stream_arn: Option<String>,
+    pub stream_arn: Vec<String>,
+
+    // The flags of a fleet: many streams in one run, and shards of a fleet over many runs.
+    /// Download every stream named in FILE (names or ARNs, one a line; `-`: standard input)
+    ///
+    /// Blank lines and lines starting with # are skipped. With more than one stream, -o must
+    /// hold {stream}, each stream is downloaded on its own with the same flags, and the run
+    /// exits 0 only if every stream succeeded (else 8, or 6 if every failure was another run
+    /// holding the stream).
+    #[arg(long, value_name = "FILE", help_heading = "Fleet")]
+    pub streams_from: Option<PathBuf>,
+
+    /// Download every stream whose name begins with PREFIX (ListStreams; `""` for all)
+    #[arg(long, value_name = "PREFIX", help_heading = "Fleet")]
+    pub streams_matching: Option<String>,
+
+    /// Keep one state per stream in DIR (DIR/NAME.json), as --state-file does for one stream
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "state_file",
+        help_heading = "Fleet"
+    )]
+    pub state_dir: Option<PathBuf>,
+
+    /// Download at most N streams at a time [default: all of them]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Fleet"
+    )]
+    pub max_concurrent: Option<u32>,
+
+    /// Take only shard K of N: the streams whose FNV-1a 64 hash of the name, mod N, is K
+    #[arg(
+        long,
+        value_name = "K/N",
+        conflicts_with = "shard_count",
+        help_heading = "Fleet"
+    )]
+    pub shard: Option<String>,
+
+    /// Take shard K of N, K from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or NOMAD_ALLOC_INDEX
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Fleet"
+    )]
+    pub shard_count: Option<u32>,
 
     /// AWS region [default: from the ARN, else AWS_REGION or the profile]
     #[arg(long, value_name = "REGION", help_heading = "Stream")]
@@ -446,6 +512,36 @@ pub struct Cli {
     pub verbose: u8,
 }
 
+/// `kvs-dl shards`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(
+    ArgGroup::new("streams")
+        .required(true)
+        .multiple(true)
+        .args(["stream_name", "stream_arn", "streams_from"]),
+))]
+pub struct ShardsArgs {
+    /// How many shards the fleet is split into
+    #[arg(long, value_name = "N", required = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: u32,
+
+    /// The fleet: names or ARNs, one a line (`-`: standard input)
+    #[arg(long, value_name = "FILE")]
+    pub streams_from: Option<PathBuf>,
+
+    /// A stream of the fleet (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub stream_name: Vec<String>,
+
+    /// A stream of the fleet, by ARN (repeatable)
+    #[arg(long, value_name = "ARN")]
+    pub stream_arn: Vec<String>,
+
+    /// Print only the streams of shard K
+    #[arg(long, value_name = "K")]
+    pub only: Option<u32>,
+}
+
 /// `--timestamp-type`: which clock `--start` and `--end` refer to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClockArg {
@@ -569,8 +665,8 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = ok(&["--stream-name", "cam1", "-o", "out.mkv"]);
-        assert_eq!(cli.stream_name.as_deref(), Some("cam1"));
-        assert_eq!(cli.stream_arn, None);
+        assert_eq!(cli.stream_name, ["cam1"]);
+        assert!(cli.stream_arn.is_empty());
         assert_eq!(cli.region, None);
         assert_eq!(cli.profile, None);
         assert_eq!(cli.role_arn, None);
@@ -598,8 +694,8 @@ mod tests {
     fn stream_arn() {
         let arn = "arn:aws:kinesisvideo:us-west-2:123456789012:stream/cam1/1234567890123";
         let cli = ok(&["--stream-arn", arn, "-o", "x"]);
-        assert_eq!(cli.stream_arn.as_deref(), Some(arn));
-        assert_eq!(cli.stream_name, None);
+        assert_eq!(cli.stream_arn, [arn]);
+        assert!(cli.stream_name.is_empty());
     }
 
     #[test]
@@ -689,7 +785,7 @@ mod tests {
     fn negative_start_before_other_flags() {
         let cli = ok(&["--start", "-15m", "--stream-name", "a", "-o", "x"]);
         assert_eq!(cli.start, "-15m");
-        assert_eq!(cli.stream_name.as_deref(), Some("a"));
+        assert_eq!(cli.stream_name, ["a"]);
     }
 
     #[test]

@@ -237,7 +237,7 @@ impl Config {
         now: Timestamp,
         stdout_is_tty: bool,
     ) -> Result<Config, Error> {
-        let (stream, arn_region) = resolve_stream(cli.stream_name, cli.stream_arn)?;
+        let (stream, arn_region) = resolve_stream(only(cli.stream_name)?, only(cli.stream_arn)?)?;
 
         let region = match cli.region {
             Some(r) => Some(check_region(r)?),
@@ -468,6 +468,26 @@ fn is_stream_name(s: &str) -> bool {
 }
 
 /// The stream, and the region named in its ARN.
+/// The one stream of a run that is not a fleet ([`crate::fleet`] takes more than one).
+fn only(mut given: Vec<String>) -> Result<Option<String>, Error> {
+    match given.len() {
+        0 | 1 => Ok(given.pop()),
+        _ => Err(usage(
+            "more than one stream given".into(),
+            "a fleet needs {stream} in -o (see --streams-from)",
+        )),
+    }
+}
+
+/// A stream as a fleet lists it: an ARN (with its region) or a name, checked like
+/// `--stream-arn` and `--stream-name`.
+pub fn parse_stream(given: &str) -> Result<(StreamId, Option<String>), Error> {
+    match given.starts_with("arn:") {
+        true => resolve_stream(None, Some(given.to_owned())),
+        false => resolve_stream(Some(given.to_owned()), None),
+    }
+}
+
 fn resolve_stream(
     name: Option<String>,
     arn: Option<String>,
@@ -1321,13 +1341,13 @@ mod tests {
     #[test]
     fn resolve_without_clap_checks_stream() {
         let mut c = cli(&["--stream-name", "cam1", "-o", "x.mkv"]);
-        c.stream_name = None;
+        c.stream_name = vec![];
         assert!(
             usage_err(Config::resolve(c.clone(), &Env::default(), now(), false))
                 .contains("no stream")
         );
-        c.stream_name = Some("a".into());
-        c.stream_arn = Some(ARN.into());
+        c.stream_name = vec!["a".into()];
+        c.stream_arn = vec![ARN.into()];
         assert!(
             usage_err(Config::resolve(c, &Env::default(), now(), false))
                 .contains("--stream-name and --stream-arn")

@@ -13,6 +13,7 @@ pub mod destination;
 pub mod download;
 pub mod encoder;
 pub mod error;
+pub mod fleet;
 pub mod inspect;
 pub mod ledger;
 pub mod listing;

@@ -361,6 +361,23 @@ struct Shared {
 }
 
 impl Log {
+    /// Notices as they happen, and nothing in between: a fleet's stream (one heartbeat per
+    /// stream would bury the log).
+    fn without_heartbeat(out: Box<dyn Write + Send>) -> Self {
+        Log {
+            shared: Arc::new((
+                Mutex::new(Shared {
+                    tally: Tally::default(),
+                    fragment_at: Instant::now(),
+                    out,
+                    done: false,
+                }),
+                Condvar::new(),
+            )),
+            heartbeat: None,
+        }
+    }
+
     fn new(every: Duration, out: Box<dyn Write + Send>) -> Self {
         let shared = Arc::new((
             Mutex::new(Shared {
@@ -461,6 +478,175 @@ impl Drop for Log {
     }
 }
 
+/// The reporter of one stream of a fleet: its JSON events carry a `stream` field (and its
+/// `done` is a `stream_done`: the fleet's own `done` comes last), its log lines name it after
+/// `kvs-dl: `, and there is no live line (one per stream would not fit a terminal).
+pub fn stream_reporter(mode: ProgressMode, stream: &str) -> Box<dyn Reporter> {
+    match mode {
+        ProgressMode::Quiet => Box::new(Quiet),
+        ProgressMode::Json => Box::new(TaggedJson {
+            stream: stream.to_owned(),
+        }),
+        ProgressMode::Bar | ProgressMode::Log => Box::new(Log::without_heartbeat(Box::new(
+            Named::new(stream, Box::new(std::io::stderr())),
+        ))),
+    }
+}
+
+/// A fleet stream's JSON events.
+struct TaggedJson {
+    stream: String,
+}
+
+impl Reporter for TaggedJson {
+    fn report(&mut self, report: &Report) {
+        let mut value = serde_json::to_value(report).expect("reports serialize");
+        if let Some(object) = value.as_object_mut() {
+            if let Report::Done(_) = report {
+                object.insert("event".into(), "stream_done".into());
+            }
+            // The start event names the stream as given (name or ARN) already.
+            object
+                .entry("stream")
+                .or_insert_with(|| self.stream.clone().into());
+        }
+        let mut line = serde_json::to_vec(&value).expect("reports serialize");
+        line.push(b'\n');
+        let _ = std::io::stderr().write_all(&line);
+    }
+}
+
+/// Puts a stream's name after the `kvs-dl: ` that begins each whole line written through it.
+pub struct Named {
+    prefix: String,
+    line: Vec<u8>,
+    out: Box<dyn Write + Send>,
+}
+
+impl Named {
+    pub fn new(stream: &str, out: Box<dyn Write + Send>) -> Self {
+        Named {
+            prefix: format!("kvs-dl: {stream}: "),
+            line: Vec::new(),
+            out,
+        }
+    }
+}
+
+impl Write for Named {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.line.drain(..=end).collect();
+            let text = match line.strip_prefix(b"kvs-dl: ") {
+                Some(rest) => [self.prefix.as_bytes(), rest].concat(),
+                None => [self.prefix.as_bytes(), &line].concat(),
+            };
+            self.out.write_all(&text)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// How one stream of a fleet ended, for the fleet's `done` event and table.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamResult {
+    pub stream: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// The fleet's `done` event: the totals, the fleet's exit code and every stream's result.
+#[derive(Debug, Clone, Serialize)]
+struct FleetDone<'a> {
+    event: &'static str,
+    /// Every event has one; this one is about them all.
+    stream: Option<&'a str>,
+    #[serde(flatten)]
+    totals: &'a Summary,
+    streams: &'a [StreamResult],
+}
+
+/// Ends a fleet's report: the `done` event with every stream's result, or a table of them
+/// on stderr (not with `-q`).
+pub fn fleet_done(mode: ProgressMode, totals: &Summary, streams: &[StreamResult]) {
+    match mode {
+        ProgressMode::Quiet => {}
+        ProgressMode::Json => {
+            let done = FleetDone {
+                event: "done",
+                stream: None,
+                totals,
+                streams,
+            };
+            let mut line = serde_json::to_vec(&done).expect("reports serialize");
+            line.push(b'\n');
+            let _ = std::io::stderr().write_all(&line);
+        }
+        ProgressMode::Bar | ProgressMode::Log => {
+            let _ = std::io::stderr().write_all(fleet_table(totals, streams).as_bytes());
+        }
+    }
+}
+
+/// The table a fleet ends with: one row per stream, in the order they were given, then a
+/// line of totals.
+pub fn fleet_table(totals: &Summary, streams: &[StreamResult]) -> String {
+    let mut rows = vec![[
+        "STREAM".to_owned(),
+        "EXIT".into(),
+        "FILES".into(),
+        "FRAGMENTS".into(),
+        "BYTES".into(),
+        "MEDIA".into(),
+        "RESULT".into(),
+    ]];
+    for s in streams {
+        let m = &s.summary;
+        rows.push([
+            s.stream.clone(),
+            m.exit_code.to_string(),
+            m.files.to_string(),
+            m.fragments.to_string(),
+            human_bytes(m.bytes),
+            human_duration(m.media_duration_ms),
+            m.reason.clone(),
+        ]);
+    }
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = format!("{:<w$}", row[0], w = widths[0]);
+        for (i, cell) in row.iter().enumerate().take(6).skip(1) {
+            line.push_str(&format!("  {cell:>w$}", w = widths[i]));
+        }
+        line.push_str("  ");
+        line.push_str(&row[6]);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let failed = streams.iter().filter(|s| s.summary.exit_code != 0).count();
+    out.push_str(&format!(
+        "kvs-dl: done in {}: {}, {} failed; {}, {}, {}\n",
+        human_duration(totals.wall_ms),
+        count(streams.len() as u64, "stream"),
+        failed,
+        count(totals.files, "file"),
+        count(totals.fragments, "fragment"),
+        human_bytes(totals.bytes),
+    ));
+    out
+}
+
 /// `1 file`, `2 files`.
 fn count(n: u64, thing: &str) -> String {
     match n {
@@ -554,6 +740,67 @@ mod tests {
             "{at_done}"
         );
         assert!(!at_done.contains(['\r', '\x1b']), "{at_done:?}");
+    }
+
+    #[test]
+    fn a_fleet_names_the_stream_in_each_line() {
+        let out = Captured::default();
+        let mut log = Log::without_heartbeat(Box::new(Named::new("cam2", Box::new(out.clone()))));
+        log.report(&Report::Gap {
+            reason: "expired".into(),
+            after_fragment: None,
+        });
+        log.report(&Report::Done(Summary {
+            fragments: 1,
+            reason: "reached --end".into(),
+            ..Summary::default()
+        }));
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "kvs-dl: cam2: gap: expired");
+        assert!(lines[1].starts_with("kvs-dl: cam2: done in "), "{text}");
+        assert_eq!(lines.len(), 2, "{text}");
+    }
+
+    #[test]
+    fn the_fleet_table() {
+        let ok = Summary {
+            files: 1,
+            fragments: 30,
+            bytes: 3 << 20,
+            media_duration_ms: 60_000,
+            reason: "reached --end".into(),
+            ..Summary::default()
+        };
+        let failed = Summary {
+            exit_code: 4,
+            reason: "stream cam10 not found in us-east-1".into(),
+            ..Summary::default()
+        };
+        let streams = [
+            StreamResult {
+                stream: "cam1".into(),
+                summary: ok.clone(),
+            },
+            StreamResult {
+                stream: "cam10".into(),
+                summary: failed,
+            },
+        ];
+        let totals = Summary {
+            wall_ms: 2000,
+            exit_code: 8,
+            ..ok
+        };
+        assert_eq!(
+            fleet_table(&totals, &streams),
+            "\
+STREAM  EXIT  FILES  FRAGMENTS    BYTES  MEDIA  RESULT
+cam1       0      1         30  3.0 MiB  1m00s  reached --end
+cam10      4      0          0      0 B  0.0 s  stream cam10 not found in us-east-1
+kvs-dl: done in 2.0 s: 2 streams, 1 failed; 1 file, 30 fragments, 3.0 MiB
+"
+        );
     }
 
     #[test]

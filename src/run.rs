@@ -33,12 +33,16 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
     match invocation.command {
         Some(Tool::List(args)) => return crate::inspect::list(args),
         Some(Tool::Verify(args)) => return crate::inspect::verify(args),
+        Some(Tool::Shards(args)) => return crate::fleet::shards(args),
         Some(tool) => return print_tool(tool).map(|()| 0),
         None => {}
     }
     let cli = invocation
         .download
         .expect("clap requires the download flags without a subcommand");
+    if crate::fleet::is_fleet(&cli) {
+        return crate::fleet::run(cli);
+    }
     let now = jiff::Timestamp::now();
     let cfg = Config::resolve(
         cli,
@@ -47,10 +51,15 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         std::io::stdout().is_terminal(),
     )?;
     init_tracing(cfg.verbose, cfg.progress == ProgressMode::Quiet);
+    runtime(&cfg)?.block_on(download(&cfg))
+}
+
+/// The async runtime for a run with `cfg`'s outputs.
+pub(crate) fn runtime(cfg: &Config) -> Result<tokio::runtime::Runtime, Error> {
     // One thread: the body is read and written in turn, like curl does; a second worker would
     // only add wake-ups between the HTTP connection and the writer. S3 needs workers: its
     // uploads go on while the download does, and a call that waits for one blocks in place.
-    let runtime = match cfg.s3_buckets().is_empty() {
+    match cfg.s3_buckets().is_empty() {
         true => tokio::runtime::Builder::new_current_thread(),
         false => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -60,8 +69,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
     }
     .enable_all()
     .build()
-    .map_err(|e| Error::io("starting the async runtime", e))?;
-    runtime.block_on(download(&cfg))
+    .map_err(|e| Error::io("starting the async runtime", e))
 }
 
 /// `kvs-dl completions SHELL` and `kvs-dl man`: generated from the clap definition, so they
@@ -77,7 +85,9 @@ fn print_tool(tool: Tool) -> Result<(), Error> {
         Tool::Man => clap_mangen::Man::new(command)
             .render(&mut out)
             .map_err(|e| Error::io("rendering the manual page", e))?,
-        Tool::List(_) | Tool::Verify(_) => unreachable!("run by crate::inspect"),
+        Tool::List(_) | Tool::Verify(_) | Tool::Shards(_) => {
+            unreachable!("run by crate::inspect and crate::fleet")
+        }
     }
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -89,7 +99,7 @@ fn print_tool(tool: Tool) -> Result<(), Error> {
 async fn download(cfg: &Config) -> Result<u8, Error> {
     let mut reporter = progress::reporter(cfg.progress, cfg.verbose > 0, file_namer(cfg));
     let mut summary = Summary::default();
-    let outcome = transfer(cfg, reporter.as_mut(), &mut summary).await;
+    let outcome = transfer(cfg, reporter.as_mut(), &mut summary, None).await;
     (summary.exit_code, summary.reason) = match &outcome {
         Ok(stopped) => (stopped.exit_code(), stopped.describe()),
         Err(e) if e.is_broken_pipe() => (0, "the reader of standard output went away".into()),
@@ -102,19 +112,23 @@ async fn download(cfg: &Config) -> Result<u8, Error> {
 /// Everything between the flags and the `done` event: taking the state, finishing what a
 /// killed run left, connecting, downloading, finishing the output and saving the state. Files
 /// are reported as they are finished; the totals go into `summary`, also when an error ends the
-/// run.
-async fn transfer(
+/// run. `shared`: the SDK configuration of a fleet, shared by its streams (else one of its own).
+pub(crate) async fn transfer(
     cfg: &Config,
     reporter: &mut dyn Reporter,
     summary: &mut Summary,
+    shared: Option<aws_config::SdkConfig>,
 ) -> Result<Stopped, Error> {
     // Before anything else, so that a second run of the same state touches nothing.
     let _lock = lock_state(cfg)?;
     // S3 is checked (credentials, buckets) before anything is downloaded or written.
     let sdk = match cfg.s3_buckets() {
-        buckets if buckets.is_empty() => None,
+        buckets if buckets.is_empty() => shared,
         buckets => {
-            let sdk = crate::aws::sdk_config(cfg).await?;
+            let sdk = match shared {
+                Some(sdk) => sdk,
+                None => crate::aws::sdk_config(cfg).await?,
+            };
             let buckets: Vec<&str> = buckets.iter().map(String::as_str).collect();
             crate::s3::connect(&sdk, &cfg.s3, &buckets).await?;
             Some(sdk)
@@ -436,12 +450,20 @@ fn spool_place(cfg: &Config) -> (PathBuf, String) {
         }
         Target::Stdout => (
             std::env::temp_dir(),
-            format!(".kvs-dl-spool.stdout-{}.", std::process::id()),
+            format!(
+                ".kvs-dl-spool.stdout-{}-{}.",
+                std::process::id(),
+                cfg.stream.name()
+            ),
         ),
         // S3: the machine's temporary folder (the output has no disk of its own).
         Target::File(_) => (
             std::env::temp_dir(),
-            format!(".kvs-dl-spool.s3-{}.", std::process::id()),
+            format!(
+                ".kvs-dl-spool.s3-{}-{}.",
+                std::process::id(),
+                cfg.stream.name()
+            ),
         ),
     }
 }

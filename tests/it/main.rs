@@ -3,8 +3,10 @@
 mod archive;
 mod browser;
 mod cron;
+mod deploy;
 mod download;
 mod errors;
+mod fleet;
 mod matrix;
 mod media;
 mod mp4;

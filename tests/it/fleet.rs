@@ -1,0 +1,397 @@
+//! Fleets: many streams in one run, and a fleet split into shards over N processes, as a
+//! Kubernetes Indexed Job (or a Batch array, or Nomad) runs them.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kvs_emu::{Ingest, Live, Stream};
+
+use crate::support::*;
+
+/// The fragment numbers in every finished raw file under `dir`, in file-name order. A pod
+/// killed before its first state save leaves a `.part` that no state names (its fragments
+/// are taken again): not an output.
+fn fragments_under(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_none_or(|x| x != "part"))
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| contents(&std::fs::read(p).unwrap()).fragments)
+        .collect()
+}
+
+/// `stream` is in `dir`/NAME/ with each of its fragments exactly once.
+#[track_caller]
+fn each_once(dir: &Path, stream: &Stream) {
+    let mut got = fragments_under(&dir.join(&stream.name));
+    got.sort();
+    let mut want = numbers(&stream.fragments);
+    want.sort();
+    let files: Vec<_> = std::fs::read_dir(dir.join(&stream.name))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), e.metadata().unwrap().len())
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{}: every fragment exactly once: {files:?}",
+        stream.name
+    );
+}
+
+#[test]
+fn one_run_downloads_every_stream_once_and_a_missing_one_exits_8() {
+    let streams: Vec<Stream> = ["cam-a", "cam-b", "cam-c"]
+        .iter()
+        .map(|n| archive(n, 6))
+        .collect();
+    let w = World::new(streams.clone());
+    std::fs::write(
+        w.path("fleet.txt"),
+        "# site 1\ncam-a\ncam-b\n\nnosuch\ncam-c\n",
+    )
+    .unwrap();
+    let out = run(w.kvs_dl().args([
+        "--streams-from",
+        "fleet.txt",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out/{stream}/all.raw",
+        "--state-dir",
+        "st",
+        "--max-concurrent",
+        "2",
+        "--progress",
+        "json",
+    ]));
+    assert_exit(&out, 8);
+    for s in &streams {
+        let data = std::fs::read(w.path(&format!("out/{}/all.raw", s.name))).unwrap();
+        assert_whole_raw(&data, &numbers(&s.fragments));
+        assert!(w.path(&format!("st/{}.json", s.name)).is_file());
+    }
+    let nothing = std::fs::read_dir(w.path("out/nosuch")).map_or(0, |d| d.count());
+    assert_eq!(nothing, 0, "no file for the missing stream");
+    let text = stderr(&out);
+    let events = json_lines(&text);
+    assert!(
+        events.iter().all(|e| e.get("stream").is_some()),
+        "every event names its stream: {text}"
+    );
+    for s in &streams {
+        let fragments = events
+            .iter()
+            .filter(|e| e["event"] == "fragment" && e["stream"] == s.name.as_str())
+            .count();
+        assert_eq!(fragments, 6, "{}: {text}", s.name);
+    }
+    let done = events.last().expect("a done event");
+    assert_eq!(done["event"], "done", "{text}");
+    assert_eq!(done["stream"], serde_json::Value::Null);
+    assert_eq!(done["exit_code"], 8);
+    assert_eq!(done["fragments"], 18);
+    let results: Vec<(String, u64)> = done["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["stream"].as_str().unwrap().to_owned(),
+                r["exit_code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("cam-a".into(), 0),
+            ("cam-b".into(), 0),
+            ("nosuch".into(), 4),
+            ("cam-c".into(), 0)
+        ]
+    );
+    let stream_done = events
+        .iter()
+        .filter(|e| e["event"] == "stream_done")
+        .count();
+    assert_eq!(stream_done, 4, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kvs-dl: nosuch: error: stream nosuch not found")),
+        "the failing stream's reason, naming it: {text}"
+    );
+}
+
+#[test]
+fn streams_matching_a_prefix_end_with_a_table() {
+    let streams: Vec<Stream> = ["cam-1", "cam-2", "door"]
+        .iter()
+        .map(|n| archive(n, 3))
+        .collect();
+    let w = World::new(streams.clone());
+    let out = run(w.kvs_dl().args([
+        "--streams-matching",
+        "cam-",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "-o",
+        "out/{stream}/x.raw",
+        "--progress",
+        "log",
+    ]));
+    assert_exit(&out, 0);
+    each_once(&w.path("out"), &streams[0]);
+    each_once(&w.path("out"), &streams[1]);
+    assert!(!w.path("out/door").exists());
+    let text = stderr(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("STREAM "))
+        .expect("a table");
+    assert!(lines[header + 1].starts_with("cam-1 "), "{text}");
+    assert!(lines[header + 2].starts_with("cam-2 "), "{text}");
+    assert!(
+        lines[header + 3].starts_with("kvs-dl: done in ")
+            && lines[header + 3].contains("2 streams, 0 failed"),
+        "{text}"
+    );
+    assert!(
+        lines[..header]
+            .iter()
+            .all(|l| l.starts_with("kvs-dl: cam-1: ") || l.starts_with("kvs-dl: cam-2: ")),
+        "log lines name their stream: {text}"
+    );
+    assert_eq!(
+        w.emu
+            .requests()
+            .iter()
+            .filter(|r| r.operation == "ListStreams")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_fleet_needs_stream_in_the_output() {
+    let w = World::new(vec![archive("a", 1), archive("b", 1)]);
+    let out = run(w
+        .kvs_dl()
+        .args(["--stream-name", "a", "--stream-name", "b", "-o", "x.mkv"]));
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("{stream}"), "{}", stderr(&out));
+    assert!(w.emu.requests().is_empty());
+}
+
+/// `n` stream names spread over `shards` shards with at least two in each.
+fn fleet_names(shards: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut per = vec![0; shards as usize];
+    for i in 0.. {
+        let name = format!("cam-{i}");
+        let k = kvs_dl::fleet::shard_of(&name, shards) as usize;
+        if per[k] < 2 {
+            per[k] += 1;
+            names.push(name);
+        }
+        if per.iter().all(|&c| c == 2) {
+            return names;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn shards_prints_a_disjoint_covering_assignment() {
+    let w = World::new(vec![]);
+    let names: Vec<String> = (0..40).map(|i| format!("cam-{i}")).collect();
+    std::fs::write(w.path("fleet.txt"), names.join("\n")).unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_kvs-dl"))
+        .current_dir(w.dir.path())
+        .args([
+            "shards",
+            "--shard-count",
+            "4",
+            "--streams-from",
+            "fleet.txt",
+        ]));
+    assert_exit(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut last_shard = 0;
+    for line in text.lines() {
+        let (k, stream) = line.split_once('\t').expect("SHARD<TAB>STREAM");
+        let k: u32 = k.parse().unwrap();
+        assert!(k < 4 && k >= last_shard, "sorted by shard: {text}");
+        last_shard = k;
+        assert_eq!(k, kvs_dl::fleet::shard_of(stream, 4));
+        seen.push(stream.to_owned());
+    }
+    seen.sort();
+    let mut all = names.clone();
+    all.sort();
+    assert_eq!(seen, all, "every stream once");
+    // Frozen: FNV-1a 64 of the name, mod N.
+    assert_eq!(kvs_dl::fleet::fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+/// A live stream of `n` fragments: eight stored, then one every 0.5 s, bodies slowed so a run
+/// takes a few seconds to catch up.
+fn slow_live(name: &str, n: usize) -> Stream {
+    let fragments = synthetic(n, Ingest::default());
+    let size = fragments[0].size();
+    Stream {
+        live: Some(Live {
+            speed: 4.0,
+            backlog: 8,
+        }),
+        bandwidth: Some(5 * size),
+        idle_close: IDLE,
+        ..Stream::archive(name, fragments)
+    }
+}
+
+const SHARDS: u32 = 3;
+
+/// Pod `index` of the Indexed Job: the same command line, the index in the environment.
+fn pod(w: &World, index: u32) -> Command {
+    let mut cmd = w.kvs_dl();
+    cmd.env("JOB_COMPLETION_INDEX", index.to_string()).args([
+        "--streams-from",
+        "fleet.txt",
+        "--shard-count",
+        &SHARDS.to_string(),
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+        "--format",
+        "raw",
+        "--segment",
+        "1h",
+        "-o",
+        "out/{stream}/%H%M%S.raw",
+        "--state-dir",
+        "st",
+        "--progress",
+        "json",
+    ]);
+    cmd
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads `child`'s JSON events until one is a fragment.
+fn first_fragment(child: &mut Child) -> std::io::BufReader<std::process::ChildStderr> {
+    use std::io::BufRead;
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "ended before a fragment"
+        );
+        if line.contains("\"event\":\"fragment\"") {
+            return err;
+        }
+        assert!(Instant::now() < deadline);
+    }
+}
+
+#[test]
+fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate() {
+    let names = fleet_names(SHARDS);
+    let streams: Vec<Stream> = names.iter().map(|n| slow_live(n, 24)).collect();
+    let w = World::new(streams.clone());
+    std::fs::write(w.path("fleet.txt"), names.join("\n")).unwrap();
+
+    let mut pods: Vec<Child> = (0..SHARDS).map(|k| spawn(&mut pod(&w, k))).collect();
+    let mut readers = Vec::new();
+    for p in pods.iter_mut() {
+        readers.push(first_fragment(p));
+    }
+    // Pod 1 dies (kill -9) mid-download; the Job controller starts index 1 again.
+    pods[1].kill().unwrap();
+    pods[1].wait().unwrap();
+    pods[1] = spawn(&mut pod(&w, 1));
+    // An overlapping duplicate of index 0 (two Job runs at once): every stream it would take
+    // is held, so it exits 6 and writes nothing.
+    let dup = run(&mut pod(&w, 0));
+    let text = stderr(&dup);
+    assert!(
+        pods[0].try_wait().unwrap().is_none(),
+        "pod 0 still runs: the test must overlap it"
+    );
+    assert_exit(&dup, 6);
+    let events = json_lines(&text);
+    assert!(!events.iter().any(|e| e["event"] == "fragment"), "{text}");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    let held: Vec<&str> = done["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stream"].as_str().unwrap())
+        .collect();
+    let shard0: Vec<&str> = names
+        .iter()
+        .filter(|n| kvs_dl::fleet::shard_of(n, SHARDS) == 0)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(held, shard0, "index 0 takes only its shard");
+
+    for (k, p) in pods.iter_mut().enumerate() {
+        let mut rest = String::new();
+        if let Some(mut e) = p.stderr.take() {
+            e.read_to_string(&mut rest).unwrap();
+        } else {
+            readers[k].read_to_string(&mut rest).unwrap();
+        }
+        assert_eq!(p.wait().unwrap().code(), Some(0), "pod {k}: {rest}");
+    }
+    // Later runs of the CronJob take the rest of each stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = streams.iter().all(|s| {
+            let state = std::fs::read(w.path(&format!("st/{}.json", s.name))).unwrap();
+            let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+            state["last"]["fragment_number"] == s.fragments.last().unwrap().number()
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runs never reached the end");
+        for k in 0..SHARDS {
+            assert_exit(&run(&mut pod(&w, k)), 0);
+        }
+    }
+    for s in &streams {
+        each_once(&w.path("out"), s);
+    }
+}
