@@ -56,6 +56,7 @@ kvs="$bin/kvs-dl --endpoint-url http://127.0.0.1:$PORT --stream-name big --start
 # name|command; each runs in $work and writes there.
 tools=(
     "curl|curl -sS -X POST -H 'Content-Type: application/json' -d '$body' -o out.curl http://127.0.0.1:$DATA_PORT/getMedia"
+    "curl && sync FILE (durable)|curl -sS -X POST -H 'Content-Type: application/json' -d '$body' -o out.curl http://127.0.0.1:$DATA_PORT/getMedia && sync out.curl"
     "kvs-dl --format raw|$kvs --format raw -o out.raw"
     "kvs-dl --format mkv|$kvs --format mkv -o out.mkv"
     "kvs-dl --format mp4|$kvs --format mp4 -o out.mp4"

@@ -86,6 +86,56 @@ pub struct LocalFile {
     /// Bytes written to the file (before `buf`).
     file_len: u64,
     committed: u64,
+    /// Background writeback of what is written, and the file length when it was last asked.
+    writeback: Option<Writeback>,
+    kicked_at: u64,
+}
+
+/// Written bytes are flushed to disk by a thread of their own while the download goes on, so
+/// that the fsync before the rename finds little left to do. On a VM disk the final fsync of a
+/// 1 GB file took 0.57 s, the whole gap between kvs-dl and curl writing the same body.
+#[derive(Debug)]
+struct Writeback {
+    kick: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Writeback is asked for after this many new bytes.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+impl Writeback {
+    fn new(file: &File) -> io::Result<Writeback> {
+        let file = file.try_clone()?;
+        let (kick, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    // Best effort: the fsync before the rename is the one that counts.
+                    let _ = file.sync_data();
+                }
+            })?;
+        Ok(Writeback {
+            kick: Some(kick),
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts a writeback unless one is already under way (the writer never waits for it).
+    fn kick(&self) {
+        if let Some(kick) = &self.kick {
+            let _ = kick.try_send(());
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.kick.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LocalFile {
@@ -108,6 +158,7 @@ impl LocalFile {
         )?;
         // Only now that no other run holds it: what an abandoned run left is dropped.
         file.set_len(0)?;
+        let writeback = Some(Writeback::new(&file)?);
         Ok(LocalFile {
             path: path.to_owned(),
             part,
@@ -116,6 +167,8 @@ impl LocalFile {
             buf: Vec::new(),
             file_len: 0,
             committed: 0,
+            writeback,
+            kicked_at: 0,
         })
     }
 
@@ -136,6 +189,7 @@ impl LocalFile {
         }
         file.set_len(committed)?;
         file.seek(SeekFrom::Start(committed))?;
+        let writeback = Some(Writeback::new(&file)?);
         Ok(LocalFile {
             path: path.to_owned(),
             part,
@@ -144,6 +198,8 @@ impl LocalFile {
             buf: Vec::new(),
             file_len: committed,
             committed,
+            writeback,
+            kicked_at: committed,
         })
     }
 
@@ -190,6 +246,12 @@ impl Destination for LocalFile {
 
     fn commit(&mut self) -> io::Result<()> {
         self.committed = self.file_len + self.buf.len() as u64;
+        if self.file_len >= self.kicked_at + WRITEBACK_EVERY
+            && let Some(writeback) = &self.writeback
+        {
+            writeback.kick();
+            self.kicked_at = self.file_len;
+        }
         Ok(())
     }
 
