@@ -372,15 +372,21 @@ async fn download(plan: Plan) -> Result<u8, Error> {
         .unwrap_or(configs.len())
         .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let gate = Rc::new(tokio::sync::Semaphore::new(permits));
+    let board = Rc::new(progress::FleetProgress::new(
+        mode,
+        plan.base.verbose > 0,
+        configs.len(),
+    ));
     let mut tasks = Vec::new();
     for cfg in configs {
         let sdk = sdks[cfg.region.as_ref().unwrap_or(&home)].clone();
         let gate = Rc::clone(&gate);
+        let board = Rc::clone(&board);
         let span = tracing::error_span!("stream", name = %cfg.stream.name());
         tasks.push(tokio::task::spawn_local(
             async move {
                 let _permit = gate.acquire().await.expect("the gate is never closed");
-                one(cfg, sdk).await
+                one(cfg, sdk, &board).await
             }
             .instrument(span),
         ));
@@ -409,7 +415,7 @@ async fn download(plan: Plan) -> Result<u8, Error> {
         0 => format!("{} finished", count(results.len())),
         _ => format!("{failed} of {} failed", count(results.len())),
     };
-    progress::fleet_done(mode, &totals, &results);
+    board.done(&totals, &results);
     Ok(code)
 }
 
@@ -421,9 +427,13 @@ fn count(n: usize) -> String {
 }
 
 /// One stream of the fleet, from its state to its `stream_done`.
-async fn one(cfg: Config, sdk: aws_config::SdkConfig) -> StreamResult {
+async fn one(
+    cfg: Config,
+    sdk: aws_config::SdkConfig,
+    board: &progress::FleetProgress,
+) -> StreamResult {
     let name = cfg.stream.name().to_owned();
-    let mut reporter = progress::stream_reporter(cfg.progress, &name);
+    let mut reporter = board.stream(&name);
     let mut summary = Summary::default();
     let outcome = crate::run::transfer(&cfg, reporter.as_mut(), &mut summary, Some(sdk)).await;
     (summary.exit_code, summary.reason) = match &outcome {
@@ -438,7 +448,7 @@ async fn one(cfg: Config, sdk: aws_config::SdkConfig) -> StreamResult {
             Some(rest) => format!("kvs-dl: {name}: {rest}"),
             None => line,
         };
-        eprintln!("{line}");
+        reporter.println(&line);
     }
     StreamResult {
         stream: match &cfg.stream {

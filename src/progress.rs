@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::ProgressMode;
@@ -101,6 +101,11 @@ pub fn report_files(
 /// Where reports go.
 pub trait Reporter {
     fn report(&mut self, report: &Report);
+
+    /// Prints a line of its own on stderr (an error after `Done`), above any live line.
+    fn println(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
 }
 
 /// How often a plain progress line is printed.
@@ -480,7 +485,7 @@ impl Drop for Log {
 
 /// The reporter of one stream of a fleet: its JSON events carry a `stream` field (and its
 /// `done` is a `stream_done`: the fleet's own `done` comes last), its log lines name it after
-/// `kvs-dl: `, and there is no live line (one per stream would not fit a terminal).
+/// `kvs-dl: `, and there is no heartbeat. On a terminal, [`FleetProgress`] draws live lines.
 pub fn stream_reporter(mode: ProgressMode, stream: &str) -> Box<dyn Reporter> {
     match mode {
         ProgressMode::Quiet => Box::new(Quiet),
@@ -490,6 +495,189 @@ pub fn stream_reporter(mode: ProgressMode, stream: &str) -> Box<dyn Reporter> {
         ProgressMode::Bar | ProgressMode::Log => Box::new(Log::without_heartbeat(Box::new(
             Named::new(stream, Box::new(std::io::stderr())),
         ))),
+    }
+}
+
+/// The progress of a fleet: a reporter per stream, and the fleet's end. On a terminal (and
+/// without `-v`), one indicatif [`MultiProgress`]: a totals line, then one line per active
+/// stream (indicatif draws as many as the terminal's height holds), with each stream's notices
+/// printed above them; elsewhere, each stream's named log lines ([`stream_reporter`]).
+pub struct FleetProgress {
+    mode: ProgressMode,
+    board: Option<Arc<Mutex<Board>>>,
+}
+
+/// What the lines of a fleet on a terminal share.
+struct Board {
+    multi: MultiProgress,
+    totals: ProgressBar,
+    streams: usize,
+    active: usize,
+    finished: usize,
+    failed: usize,
+    fragments: u64,
+}
+
+impl Board {
+    /// `3 of 100 streams active, 2 done, 0 failed, 57 fragments`.
+    fn figures(&self) -> String {
+        format!(
+            "{} of {} active, {} done, {} failed, {}",
+            self.active,
+            count(self.streams as u64, "stream"),
+            self.finished,
+            self.failed,
+            count(self.fragments, "fragment"),
+        )
+    }
+
+    fn update(&self) {
+        self.totals.set_message(self.figures());
+    }
+}
+
+impl FleetProgress {
+    /// For a fleet of `streams` streams.
+    pub fn new(mode: ProgressMode, verbose: bool, streams: usize) -> Self {
+        let board = (mode == ProgressMode::Bar && !verbose && std::io::stderr().is_terminal())
+            .then(|| {
+                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+                // First, so that the height of the terminal cuts stream lines, not the totals.
+                let totals = multi.add(
+                    ProgressBar::no_length().with_style(
+                        ProgressStyle::with_template(
+                            "{spinner:.green} {binary_bytes} at {binary_bytes_per_sec}, {msg}",
+                        )
+                        .expect("the template is valid"),
+                    ),
+                );
+                totals.enable_steady_tick(Duration::from_millis(250));
+                let board = Board {
+                    multi,
+                    totals,
+                    streams,
+                    active: 0,
+                    finished: 0,
+                    failed: 0,
+                    fragments: 0,
+                };
+                board.update();
+                Arc::new(Mutex::new(board))
+            });
+        FleetProgress { mode, board }
+    }
+
+    /// The reporter of a stream that starts now.
+    pub fn stream(&self, name: &str) -> Box<dyn Reporter> {
+        let Some(board) = &self.board else {
+            return stream_reporter(self.mode, name);
+        };
+        let mut b = board.lock().unwrap_or_else(PoisonError::into_inner);
+        let bar = b.multi.add(
+            ProgressBar::no_length()
+                .with_style(
+                    ProgressStyle::with_template(
+                        "  {prefix} {binary_bytes} at {binary_bytes_per_sec}, {msg}",
+                    )
+                    .expect("the template is valid"),
+                )
+                .with_prefix(format!("{name}:"))
+                .with_message("connecting"),
+        );
+        b.active += 1;
+        b.update();
+        Box::new(StreamLine {
+            board: Arc::clone(board),
+            bar,
+            name: name.to_owned(),
+            tally: Tally::default(),
+        })
+    }
+
+    /// Ends the fleet's report: clears the lines, then [`fleet_done`].
+    pub fn done(&self, totals: &Summary, streams: &[StreamResult]) {
+        if let Some(board) = &self.board {
+            let b = board.lock().unwrap_or_else(PoisonError::into_inner);
+            b.totals.finish_and_clear();
+            let _ = b.multi.clear();
+        }
+        fleet_done(self.mode, totals, streams);
+    }
+}
+
+/// One stream's line of a fleet on a terminal.
+struct StreamLine {
+    board: Arc<Mutex<Board>>,
+    bar: ProgressBar,
+    name: String,
+    tally: Tally,
+}
+
+impl StreamLine {
+    fn board(&self) -> MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `kvs-dl: NAME: ...` above the lines.
+    fn above(&self, line: &str) {
+        let line = match line.strip_prefix("kvs-dl: ") {
+            Some(rest) => format!("kvs-dl: {}: {rest}", self.name),
+            None => line.to_owned(),
+        };
+        let _ = self.board().multi.println(line);
+    }
+
+    fn finish(&mut self) {
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+            let mut b = self.board();
+            b.multi.remove(&self.bar);
+            b.active -= 1;
+            b.update();
+        }
+    }
+}
+
+impl Reporter for StreamLine {
+    fn report(&mut self, report: &Report) {
+        self.tally.add(report);
+        match report {
+            Report::Fragment { bytes, .. } => {
+                self.bar.inc(*bytes);
+                let mut b = self.board();
+                b.fragments += 1;
+                b.totals.inc(*bytes);
+                b.update();
+            }
+            Report::Done(summary) => {
+                self.finish();
+                {
+                    let mut b = self.board();
+                    b.finished += 1;
+                    b.failed += usize::from(!matches!(summary.exit_code, 0 | 130 | 143));
+                    b.update();
+                }
+                if let Some(line) = summary_line(summary) {
+                    self.above(&line);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let Some(line) = notice(report) {
+            self.above(&line);
+        }
+        self.bar.set_message(self.tally.figures());
+    }
+
+    fn println(&mut self, line: &str) {
+        let _ = self.board().multi.println(line);
+    }
+}
+
+impl Drop for StreamLine {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

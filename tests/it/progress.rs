@@ -313,6 +313,104 @@ fn on_a_terminal_a_live_line_shows_the_figures() {
 }
 
 #[test]
+fn on_a_terminal_a_fleet_shows_a_line_per_stream_and_totals() {
+    if !have("script") {
+        return;
+    }
+    let names = ["cam-a", "cam-b", "cam-c"];
+    let streams = names
+        .iter()
+        .map(|n| Stream {
+            name: (*n).into(),
+            ..live_with_a_cut()
+        })
+        .collect();
+    let w = World::new(streams);
+    let mut cmd = w.kvs_dl();
+    cmd.args([
+        "--stream-name",
+        "cam-a",
+        "--stream-name",
+        "cam-b",
+        "--stream-name",
+        "nosuch",
+        "--stream-name",
+        "cam-c",
+        "--start",
+        "earliest",
+        "--max-fragments",
+        "10",
+        "-o",
+        "{stream}.mkv",
+    ]);
+    let out = run(&mut in_terminal(&cmd));
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(8), "{transcript:?}");
+    let plain = without_escapes(&transcript);
+    let lines: Vec<&str> = plain.split(['\r', '\n']).map(str::trim).collect();
+    // indicatif pads the lines it draws (and the notices above them) to the terminal's width.
+    let drawn: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l.split("  "))
+        .map(str::trim)
+        .collect();
+    // The totals: `1.2 MiB at 456 KiB/s, 2 of 4 streams active, 1 done, 1 failed, 9 fragments`.
+    let totals: Vec<&&str> = drawn
+        .iter()
+        .filter(|l| l.contains(" of 4 streams active, "))
+        .collect();
+    assert!(totals.len() >= 3, "redrawn as it goes: {transcript:?}");
+    assert!(
+        totals.iter().any(|l| l.contains(" 1 failed, ")),
+        "{totals:#?}"
+    );
+    // A stream's line: `cam-b: 1.2 MiB at 456 KiB/s, 4 fragments, 8.0 s of media, …`.
+    for name in names {
+        let of_stream: Vec<&&str> = drawn
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name}: ")) && l.contains(" behind live, "))
+            .collect();
+        assert!(!of_stream.is_empty(), "a line for {name}: {transcript:?}");
+        for line in of_stream {
+            let (_, rest) = line.split_once(" at ").expect(line);
+            assert!(
+                rest.contains("/s, ") && rest.contains(" fragment"),
+                "{line}"
+            );
+        }
+        assert!(
+            drawn.iter().any(
+                |l| l.starts_with(&format!("kvs-dl: {name}: wrote {name}.mkv (10 fragments, "))
+            ),
+            "the stream's notices above the lines, named: {transcript:?}"
+        );
+    }
+    assert!(
+        drawn
+            .iter()
+            .any(|l| l.contains("kvs-dl: cam-a: reconnecting in ")),
+        "{transcript:?}"
+    );
+    assert!(
+        drawn
+            .iter()
+            .any(|l| l.starts_with("kvs-dl: nosuch: error: stream nosuch not found")),
+        "the failed stream's error: {transcript:?}"
+    );
+    // The lines are cleared for the table.
+    let header = lines
+        .iter()
+        .rposition(|l| l.starts_with("STREAM "))
+        .expect("a table");
+    let rest: Vec<&&str> = lines[header..].iter().filter(|l| !l.is_empty()).collect();
+    assert_eq!(rest.len(), 6, "the table, then nothing: {rest:#?}");
+    assert!(
+        rest[5].starts_with("kvs-dl: done in ") && rest[5].contains("4 streams, 1 failed"),
+        "{rest:#?}"
+    );
+}
+
+#[test]
 fn with_verbose_a_terminal_gets_log_lines_not_a_live_line() {
     if !have("script") {
         return;
