@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use mkv::span::Span;
-use mkv::tracks::Track;
-use mkv::{Event, Finish, Fragment, Parser};
+use mkv::{Chunk, Event, Finish, Fragment, Parser};
 use sha2::Digest;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -206,9 +205,8 @@ pub struct Download<'a, S: MediaSource> {
     skipping: bool,
     /// The media span of the fragment being written.
     span: Option<Span>,
-    /// TimestampScale and tracks of the chunk being read.
-    chunk_scale: u64,
-    chunk_tracks: Vec<Track>,
+    /// The headers of the chunk being read.
+    chunk: Chunk,
     first_producer_ms: Option<i64>,
     media_end_ms: Option<i64>,
     last_fragment_at: Instant,
@@ -260,8 +258,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
             last: None,
             skipping: false,
             span: None,
-            chunk_scale: 1_000_000,
-            chunk_tracks: Vec::new(),
+            chunk: Chunk::default(),
             first_producer_ms: None,
             media_end_ms: None,
             last_fragment_at: Instant::now(),
@@ -890,14 +887,9 @@ impl<S: MediaSource> Download<'_, S> {
         let io = |e| Error::io("writing the output", e);
         route(self.writer, at)?;
         match &event {
-            Event::EbmlHeader(_) => {
-                // A new chunk: its own Info and Tracks follow.
-                self.chunk_scale = 1_000_000;
-                self.chunk_tracks.clear();
-            }
-            Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
-            Event::Tracks(tracks) => {
-                self.chunk_tracks = mkv::tracks::parse(tracks).unwrap_or_default()
+            // A new chunk: its own Info and Tracks follow.
+            Event::EbmlHeader(_) | Event::Info { .. } | Event::Tracks(_) => {
+                self.chunk.event(&event)
             }
             Event::FragmentStart(f) => {
                 self.skipping = false;
@@ -929,7 +921,7 @@ impl<S: MediaSource> Download<'_, S> {
                     }));
                 }
                 self.report_closed();
-                self.span = Some(Span::new(&self.chunk_tracks, self.chunk_scale));
+                self.span = Some(self.chunk.span());
                 self.hasher = self.ledger.is_some().then(sha2::Sha256::new);
             }
             Event::Cluster { timecode } => {
@@ -958,8 +950,7 @@ impl<S: MediaSource> Download<'_, S> {
                 let before = self.writer.committed();
                 self.writer.event(&event).map_err(io)?;
                 let length = self.span.take().map_or(0, |span| span.length());
-                let length_ms = (i128::from(length) * i128::from(self.chunk_scale) / 1_000_000)
-                    .clamp(0, i128::from(i64::MAX)) as i64;
+                let length_ms = self.chunk.millis(length);
                 let first = *self.first_producer_ms.get_or_insert(f.producer_ms);
                 let end = f
                     .producer_ms

@@ -6,8 +6,8 @@
 
 use std::io;
 
-use mkv::Event;
 use mkv::span::Span;
+use mkv::{Chunk, Event};
 
 use super::{Contents, Encoder, Out, Refusal};
 
@@ -26,8 +26,7 @@ pub struct Raw {
     /// Bytes for the writer.
     out: Vec<u8>,
     /// The chunk being read, for the fragment's media span.
-    chunk_scale: u64,
-    chunk_tracks: Vec<mkv::tracks::Track>,
+    chunk: Chunk,
     span: Option<Span>,
     contents: Contents,
     /// Producer time of the first fragment, and the end of the media written.
@@ -92,17 +91,13 @@ impl Encoder for Raw {
                 let keep = header.len().min(self.hold.len());
                 self.hold.drain(..self.hold.len() - keep);
                 self.state = State::Holding;
-                self.chunk_scale = 1_000_000;
-                self.chunk_tracks.clear();
+                self.chunk.event(event);
             }
-            Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
-            Event::Tracks(tracks) => {
-                self.chunk_tracks = mkv::tracks::parse(tracks).unwrap_or_default();
-            }
+            Event::Info { .. } | Event::Tracks(_) => self.chunk.event(event),
             Event::FragmentStart(_) => {
                 self.out.append(&mut self.hold);
                 self.state = State::Writing;
-                self.span = Some(Span::new(&self.chunk_tracks, self.chunk_scale));
+                self.span = Some(self.chunk.span());
             }
             Event::Cluster { timecode } if self.state == State::Writing => {
                 if let Some(span) = self.span.as_mut() {
@@ -121,10 +116,9 @@ impl Encoder for Raw {
             Event::FragmentEnd(f) => {
                 if self.state == State::Writing {
                     let length = self.span.take().map_or(0, |s| s.length());
-                    let length_ms = i128::from(length) * i128::from(self.chunk_scale) / 1_000_000;
                     let origin = *self.origin_ms.get_or_insert(f.producer_ms);
-                    let end = i128::from(f.producer_ms) + length_ms;
-                    self.end_ms = self.end_ms.max(end.clamp(0, i128::from(i64::MAX)) as i64);
+                    let end = f.producer_ms.saturating_add(self.chunk.millis(length));
+                    self.end_ms = self.end_ms.max(end.max(0));
                     let c = &mut self.contents;
                     c.duration_ms = self.end_ms.saturating_sub(origin).max(0) as u64;
                     c.fragments += 1;
@@ -175,8 +169,7 @@ impl Encoder for Raw {
         Box::new(Raw {
             hold: self.hold.clone(),
             state: self.state,
-            chunk_scale: self.chunk_scale,
-            chunk_tracks: self.chunk_tracks.clone(),
+            chunk: self.chunk.clone(),
             ..Raw::default()
         })
     }

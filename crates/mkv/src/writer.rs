@@ -15,6 +15,7 @@
 //! A fragment is written between [`Muxer::start_fragment`] and [`Muxer::end_fragment`]; when
 //! the connection drops in between, [`Muxer::discard`] forgets it (the caller drops the bytes).
 
+use crate::chunk::Chunk;
 use crate::ebml::{self, id};
 use crate::parser::{Block, Event, Fragment, Millis, Parser};
 use crate::span::Span;
@@ -159,9 +160,8 @@ pub struct Muxer {
     cues: Vec<(i64, u64, u64)>,
     committed: Committed,
     current: Option<Current>,
-    /// The TimestampScale and Tracks of the chunk being read, for its fragment's start.
-    chunk_scale: u64,
-    chunk_tracks: Vec<u8>,
+    /// The headers of the chunk being read, for its fragment's start.
+    chunk: Chunk,
 }
 
 impl Muxer {
@@ -178,8 +178,7 @@ impl Muxer {
             cues: Vec::new(),
             committed: Committed::default(),
             current: None,
-            chunk_scale: 1_000_000,
-            chunk_tracks: Vec::new(),
+            chunk: Chunk::default(),
         }
     }
 
@@ -188,19 +187,11 @@ impl Muxer {
     /// a new file and feed the event again.
     pub fn event(&mut self, event: &Event<'_>) -> Result<(), Refusal> {
         match event {
-            Event::EbmlHeader(_) => {
-                self.chunk_scale = 1_000_000;
-                self.chunk_tracks.clear();
-            }
-            Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
-            Event::Tracks(tracks) => {
-                self.chunk_tracks.clear();
-                self.chunk_tracks.extend_from_slice(tracks);
-            }
+            Event::EbmlHeader(_) | Event::Info { .. } | Event::Tracks(_) => self.chunk.event(event),
             Event::FragmentStart(f) => {
-                let tracks = std::mem::take(&mut self.chunk_tracks);
-                let started = self.start_fragment(f, self.chunk_scale, &tracks);
-                self.chunk_tracks = tracks;
+                let chunk = std::mem::take(&mut self.chunk);
+                let started = self.start_fragment(f, chunk.timecode_scale, &chunk.tracks);
+                self.chunk = chunk;
                 started?;
             }
             Event::Cluster { timecode } => self.cluster(*timecode),
@@ -215,15 +206,14 @@ impl Muxer {
     /// A muxer for the next file, which goes on reading the chunk this one is in.
     pub fn next_file(&self) -> Muxer {
         Muxer {
-            chunk_scale: self.chunk_scale,
-            chunk_tracks: self.chunk_tracks.clone(),
+            chunk: self.chunk.clone(),
             ..Muxer::new(self.opts.clone())
         }
     }
 
     /// The Tracks element of the chunk being read.
     pub fn chunk_tracks(&self) -> &[u8] {
-        &self.chunk_tracks
+        &self.chunk.tracks
     }
 
     /// Whether a fragment with this Tracks element can go into this file.

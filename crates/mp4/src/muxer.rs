@@ -3,7 +3,7 @@
 use mkv::ebml;
 use mkv::span::Span;
 use mkv::tracks::{self, Track};
-use mkv::{Event, Fragment, Millis, Patch};
+use mkv::{Chunk, Event, Fragment, Millis, Patch};
 
 use crate::Refusal;
 use crate::bmff::{self, boxed, full};
@@ -212,8 +212,8 @@ pub struct Muxer {
     incoming: Option<Incoming>,
     run_bytes: usize,
     pub(crate) finished: bool,
-    chunk_scale: u64,
-    chunk_tracks: Vec<u8>,
+    /// The headers of the chunk being read, for its fragment's start.
+    chunk: Chunk,
 }
 
 impl Muxer {
@@ -235,8 +235,7 @@ impl Muxer {
             incoming: None,
             run_bytes: 0,
             finished: false,
-            chunk_scale: 1_000_000,
-            chunk_tracks: Vec::new(),
+            chunk: Chunk::default(),
         }
     }
 
@@ -246,19 +245,11 @@ impl Muxer {
     /// event again.
     pub fn event(&mut self, event: &Event<'_>) -> Result<(), Refusal> {
         match event {
-            Event::EbmlHeader(_) => {
-                self.chunk_scale = 1_000_000;
-                self.chunk_tracks.clear();
-            }
-            Event::Info { timecode_scale } => self.chunk_scale = *timecode_scale,
-            Event::Tracks(tracks) => {
-                self.chunk_tracks.clear();
-                self.chunk_tracks.extend_from_slice(tracks);
-            }
+            Event::EbmlHeader(_) | Event::Info { .. } | Event::Tracks(_) => self.chunk.event(event),
             Event::FragmentStart(f) => {
-                let tracks = std::mem::take(&mut self.chunk_tracks);
-                let started = self.start_fragment(f, self.chunk_scale, &tracks);
-                self.chunk_tracks = tracks;
+                let chunk = std::mem::take(&mut self.chunk);
+                let started = self.start_fragment(f, chunk.timecode_scale, &chunk.tracks);
+                self.chunk = chunk;
                 started?;
             }
             Event::Cluster { timecode } => {
@@ -278,15 +269,14 @@ impl Muxer {
     /// A muxer for the next file, which goes on reading the chunk this one is in.
     pub fn next_file(&self) -> Muxer {
         Muxer {
-            chunk_scale: self.chunk_scale,
-            chunk_tracks: self.chunk_tracks.clone(),
+            chunk: self.chunk.clone(),
             ..Muxer::new(self.opts.clone())
         }
     }
 
     /// The Tracks element of the chunk being read.
     pub fn chunk_tracks(&self) -> &[u8] {
-        &self.chunk_tracks
+        &self.chunk.tracks
     }
 
     /// Whether a fragment with this Tracks element can go into this file: the same tracks as
