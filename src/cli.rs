@@ -282,7 +282,8 @@ pub struct Cli {
     #[arg(long, value_name = "PREFIX", help_heading = "Fleet")]
     pub streams_matching: Option<String>,
 
-    /// Keep one state per stream in DIR (DIR/NAME.json), as --state-file does for one stream
+    /// Keep one state per stream in DIR (DIR/NAME.json), or in S3 under s3://BUCKET/PREFIX/,
+    /// as --state-file does for one stream
     #[arg(
         long,
         value_name = "DIR",

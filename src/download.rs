@@ -17,7 +17,7 @@ use crate::ledger::{Ledger, Record};
 use crate::listing::Gap;
 use crate::progress::{self, Report, Reporter, Summary};
 use crate::source::archive::{Fetcher, Note};
-use crate::state::{self, State};
+use crate::state::{State, Store};
 use crate::writer::{Accept, WriteError, Writer};
 
 /// A terminating signal, as delivered through the shutdown channel.
@@ -219,7 +219,7 @@ pub struct Download<'a, S: MediaSource> {
     /// The service reported expired fragments; the next call may need to start afresh.
     gap_pending: bool,
     /// `--state-file`, saved after every fragment.
-    state_file: Option<std::path::PathBuf>,
+    store: Option<&'a mut Store>,
     /// The fragment being read (written or skipped), for naming it when it cannot be read.
     current: Option<String>,
     /// Fragments that could not be read and were skipped, so that they are skipped quietly
@@ -269,7 +269,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
             committed_at_start,
             started: Instant::now(),
             gap_pending: false,
-            state_file: cfg.state_file.clone(),
+            store: None,
             current: None,
             unreadable: Vec::new(),
             complete_after: None,
@@ -282,6 +282,12 @@ impl<'a, S: MediaSource> Download<'a, S> {
     /// The run is complete once fragment `number` is written (or was, by an earlier run).
     pub fn complete_after(mut self, number: String, stop: Stopped) -> Self {
         self.complete_after = Some((number, stop));
+        self
+    }
+
+    /// Saves the state to `store` after every fragment.
+    pub fn with_store(mut self, store: &'a mut Store) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -832,15 +838,18 @@ impl<'a, S: MediaSource> Download<'a, S> {
 
     /// Records, durably, that `f` is in the output.
     fn save_state(&mut self, f: &Fragment) -> Result<(), Error> {
-        let Some(path) = &self.state_file else {
+        let Some(store) = self.store.as_deref_mut() else {
             return Ok(());
         };
         self.writer
             .sync()
             .map_err(|e| Error::io("syncing the output", e))?;
-        let state = State::after(self.cfg, self.region, f, self.writer.open_file());
-        state::save(path, &state)
-            .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
+        store.save(&State::after(
+            self.cfg,
+            self.region,
+            f,
+            self.writer.open_file(),
+        ))
     }
 
     /// Reports the files a segmenting writer finished.

@@ -254,15 +254,6 @@ impl Plan {
             ));
         }
         if let Some(dir) = &cli.state_dir {
-            if crate::s3::is_s3(dir) {
-                return Err(Error::usage(
-                    format!(
-                        "--state-dir {}: an S3 state directory is not supported yet",
-                        dir.display()
-                    ),
-                    Some("give a local --state-dir, shared by the runs of the fleet".into()),
-                ));
-            }
             cli.state_file = Some(dir.join(format!("{STREAM}.json")));
         }
         let region = cli.region.clone();

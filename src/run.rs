@@ -25,7 +25,7 @@ use crate::download::{Download, Pacing, Signal};
 use crate::encoder::Options;
 use crate::error::Error;
 use crate::progress::{self, FileNamer, FileReport, Report, Reporter, Summary};
-use crate::state::{self, State};
+use crate::state::{State, Store};
 use crate::writer::{Names, OpenFile, Segments, Writer, finish_leftover, segment_name};
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
@@ -119,8 +119,6 @@ pub(crate) async fn transfer(
     summary: &mut Summary,
     shared: Option<aws_config::SdkConfig>,
 ) -> Result<Stopped, Error> {
-    // Before anything else, so that a second run of the same state touches nothing.
-    let _lock = lock_state(cfg)?;
     // S3 is checked (credentials, buckets) before anything is downloaded or written.
     let sdk = match cfg.s3_buckets() {
         buckets if buckets.is_empty() => shared,
@@ -134,9 +132,24 @@ pub(crate) async fn transfer(
             Some(sdk)
         }
     };
-    let state = load_state(cfg)?;
+    // Before any output, so that a second run of the same state touches nothing.
+    let (mut store, state) = match &cfg.state_file {
+        Some(path) => {
+            let (store, state) = Store::open(path, cfg.wait_lock)?;
+            (Some(store), state)
+        }
+        None => (None, None),
+    };
     if let Some(state) = &state {
         check_stream(cfg, state, None)?;
+    }
+    // Only the state's owner may abort the upload a killed run left: claim it first.
+    if state
+        .as_ref()
+        .and_then(|s| s.file.as_ref())
+        .is_some_and(|f| crate::s3::is_s3(&f.path))
+    {
+        claim(store.as_mut())?;
     }
     let rewound;
     let (cfg, state) = match take_over_upload(cfg, state)? {
@@ -148,6 +161,8 @@ pub(crate) async fn transfer(
     };
     let opts = encoder_options(cfg);
     let (mut writer, continued) = output_writer(cfg, &opts, state.as_ref())?;
+    // Now that this run holds the file it goes on with (a live run holding it made it exit 6).
+    claim(store.as_mut())?;
     let mut source = match sdk {
         Some(sdk) => Kvs::with_sdk(cfg, sdk),
         None => Kvs::connect(cfg).await?,
@@ -158,7 +173,8 @@ pub(crate) async fn transfer(
         Some(state) => {
             check_stream(cfg, state, Some(&region))?;
             if !continued {
-                finish_left_file(cfg, &region, state, &opts, &mut files)?;
+                let store = store.as_mut().expect("a state was loaded");
+                finish_left_file(cfg, &region, state, store, &opts, &mut files)?;
             }
             Some(state.last.to_fragment())
         }
@@ -205,6 +221,9 @@ pub(crate) async fn transfer(
     }
     if let Some(ledger) = ledger {
         download = download.with_ledger(ledger);
+    }
+    if let Some(store) = store.as_mut() {
+        download = download.with_store(store);
     }
     let result = match plan {
         None => download.run().await,
@@ -262,9 +281,9 @@ pub(crate) async fn transfer(
     }
     .map_err(|e| Error::io("finishing the output", e));
     progress::report_files(reporter, summary, files.drain(..));
-    let saved_state = match (&cfg.state_file, &last, &finished) {
-        (Some(path), Some(last), Ok(())) if !superseded => {
-            save_state(path, &State::after(cfg, &region, last, open))
+    let saved_state = match (&mut store, &last, &finished) {
+        (Some(store), Some(last), Ok(())) if !superseded => {
+            store.save(&State::after(cfg, &region, last, open))
         }
         _ => Ok(()),
     };
@@ -482,36 +501,8 @@ fn reached_ms(cfg: &Config, result: &Result<Stopped, Error>, last: Option<&Fragm
     }
 }
 
-fn lock_state(cfg: &Config) -> Result<Option<state::Lock>, Error> {
-    let Some(path) = cfg.state_file.as_ref().filter(|p| !crate::s3::is_s3(p)) else {
-        // An S3 state is claimed with a conditional write when it is loaded.
-        return Ok(None);
-    };
-    state::lock(path, cfg.wait_lock).map(Some).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::ResourceBusy {
-            Error::Locked {
-                lock: state::lock_path(path),
-            }
-        } else {
-            Error::io(format!("locking {}", state::lock_path(path).display()), e)
-        }
-    })
-}
-
-fn load_state(cfg: &Config) -> Result<Option<State>, Error> {
-    let Some(path) = &cfg.state_file else {
-        return Ok(None);
-    };
-    if let Some(url) = crate::s3::parse(path) {
-        return state::s3::open(&url);
-    }
-    state::load(path)
-        .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))
-}
-
-fn save_state(path: &Path, state: &State) -> Result<(), Error> {
-    state::save(path, state)
-        .map_err(|e| Error::io(format!("saving the state to {}", path.display()), e))
+fn claim(store: Option<&mut Store>) -> Result<(), Error> {
+    store.map_or(Ok(()), Store::claim)
 }
 
 /// Whether `-o` is an S3 object (or template).
@@ -580,6 +571,7 @@ fn finish_left_file(
     cfg: &Config,
     region: &str,
     state: &State,
+    store: &mut Store,
     opts: &Options,
     files: &mut Vec<FileReport>,
 ) -> Result<(), Error> {
@@ -588,11 +580,16 @@ fn finish_left_file(
     };
     let last = state.last.to_fragment();
     files.extend(finish_leftover(opts, file, &last).map_err(|e| leftover_error(file, e))?);
-    let path = cfg.state_file.as_deref().expect("a state was loaded");
-    save_state(path, &State::after(cfg, region, &last, None))
+    store.save(&State::after(cfg, region, &last, None))
 }
 
 fn leftover_error(file: &OpenFile, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::ResourceBusy {
+        // Another run is writing it right now (only an S3 state lets two runs get this far).
+        return Error::Locked {
+            lock: part_path(&file.path),
+        };
+    }
     Error::io(
         format!(
             "finishing {} left by an earlier run",

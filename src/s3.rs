@@ -289,9 +289,30 @@ where
     io::Error::new(kind, format!("{what}: {}", describe(&e)))
 }
 
-/// Runs `fut` to completion from synchronous code inside the (multi-threaded) runtime.
-pub fn block<F: std::future::Future>(fut: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(fut))
+/// Runs `fut` to completion from synchronous code inside the (multi-threaded) runtime: on one
+/// of its workers, while this thread waits. Not `block_in_place`: a fleet's streams run on a
+/// `LocalSet`, where that is refused.
+pub fn block<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    try_block(fut).expect("the runtime runs the call to its end while this thread waits")
+}
+
+/// [`block`], or `None` when the runtime is shutting down and drops the call.
+pub fn try_block<F>(fut: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    tokio::runtime::Handle::try_current()
+        .ok()?
+        .spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+    rx.recv().ok()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, stream_name_of};
 use crate::destination::{locked, sync_parent};
+use crate::error::Error;
 use crate::writer::{OpenFile, Saved};
 
 pub mod s3;
@@ -69,6 +70,64 @@ impl State {
 
 pub const VERSION: u32 = 1;
 
+/// A run's hold on its state: a local file under its lock, or an S3 object read and, once
+/// claimed, advanced only over the version this run wrote.
+pub enum Store {
+    Local { path: PathBuf, _lock: Lock },
+    S3(s3::Held),
+}
+
+impl Store {
+    /// Takes the state at `path` for this run and reads it (`None`: no state yet). A local state
+    /// is locked, waiting up to `wait` for another run to let go (exit 6 when it does not); an
+    /// S3 state is read, and claimed by [`Store::claim`] once the run holds its output.
+    pub fn open(path: &Path, wait: Duration) -> Result<(Store, Option<State>), Error> {
+        if let Some(url) = crate::s3::parse(path) {
+            let (held, state) = s3::open(&url)?;
+            return Ok((Store::S3(held), state));
+        }
+        let lock = lock(path, wait).map_err(|e| match e.kind() {
+            io::ErrorKind::ResourceBusy => Error::Locked {
+                lock: lock_path(path),
+            },
+            _ => Error::io(format!("locking {}", lock_path(path).display()), e),
+        })?;
+        let state = load(path)
+            .map_err(|e| Error::io(format!("reading the state file {}", path.display()), e))?;
+        let store = Store::Local {
+            path: path.to_owned(),
+            _lock: lock,
+        };
+        Ok((store, state))
+    }
+
+    /// Makes this run the state's one writer: an S3 state is claimed (exit 6 when another run
+    /// advanced it since it was read); a local one is held already.
+    pub fn claim(&mut self) -> Result<(), Error> {
+        match self {
+            Store::Local { .. } => Ok(()),
+            Store::S3(held) => held.claim(),
+        }
+    }
+
+    /// Replaces the state, atomically and durably.
+    pub fn save(&mut self, state: &State) -> Result<(), Error> {
+        let saved = match self {
+            Store::Local { path, .. } => save(path, state),
+            Store::S3(held) => held.save(state),
+        };
+        saved.map_err(|e| Error::io(format!("saving the state to {}", self.name()), e))
+    }
+
+    /// The state's name, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Store::Local { path, .. } => path.display().to_string(),
+            Store::S3(held) => held.url().to_string(),
+        }
+    }
+}
+
 /// Reads the state, `Ok(None)` when there is no file yet.
 pub fn load(path: &Path) -> io::Result<Option<State>> {
     let text = match fs::read(path) {
@@ -98,10 +157,7 @@ pub fn parse(text: &[u8]) -> io::Result<State> {
 
 /// Replaces the state atomically and durably, through a temporary file of its own, so that two
 /// writers (which the lock should prevent) could never mix their bytes.
-pub fn save(path: &Path, state: &State) -> io::Result<()> {
-    if let Some(url) = crate::s3::parse(path) {
-        return s3::save(&url, state);
-    }
+fn save(path: &Path, state: &State) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

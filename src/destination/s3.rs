@@ -304,9 +304,13 @@ impl S3Object {
             .bucket(&self.url.bucket)
             .key(&self.url.key)
             .upload_id(&id);
-        match s3::block(request.send()) {
-            Ok(_) => tracing::debug!(object = %self.url, upload = %id, "upload aborted"),
-            Err(e) => tracing::warn!(
+        match s3::try_block(request.send()) {
+            None => tracing::warn!(
+                "could not abort the upload {id} of {}: the run is ending",
+                self.url
+            ),
+            Some(Ok(_)) => tracing::debug!(object = %self.url, upload = %id, "upload aborted"),
+            Some(Err(e)) => tracing::warn!(
                 "could not abort the upload {id} of {}: {}",
                 self.url,
                 s3::describe(&e)
@@ -415,7 +419,7 @@ impl Destination for S3Object {
 /// A run that ends without completing its object aborts its upload: no orphaned parts.
 impl Drop for S3Object {
     fn drop(&mut self) {
-        if !self.done && tokio::runtime::Handle::try_current().is_ok() {
+        if !self.done {
             self.abort();
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! There is no lock to take in S3; conditional writes do the same work. The state is created
 //! with `If-None-Match: *` and advanced only with `If-Match: <the ETag this run last saw>`. A run
-//! claims the state at its start by writing it back unchanged that way, so an older run still
-//! going loses its next save; a run that loses (at the claim or at any save) stops with exit 6
-//! and writes nothing more. Some S3-compatible stores accept conditional writes and ignore them
-//! (garage does); a probe at the start refuses those.
+//! claims the state once it holds its output, by writing it back unchanged that way, so an older
+//! run still going loses its next save; a run that loses (at the claim or at any save) stops
+//! with exit 6 and writes nothing more. The claim waits for the output because a local `.part`
+//! is locked: a run that finds the file it would continue held by a live run exits 6 before it
+//! claims anything, and that run goes on undisturbed. Some S3-compatible stores accept
+//! conditional writes and ignore them (garage does); a probe, once per bucket, refuses those.
 
 use std::io;
 use std::sync::Mutex;
@@ -17,113 +19,128 @@ use super::State;
 use crate::error::Error;
 use crate::s3::{self, S3Url};
 
-/// The state object and the ETag of the version this run holds.
-struct Held {
+/// An S3 state this run read, and the ETag of the version it holds.
+pub struct Held {
     url: S3Url,
     client: Client,
     etag: Option<String>,
+    /// The bytes read, written back unchanged by [`Held::claim`]; `None` once claimed.
+    read: Option<Vec<u8>>,
 }
 
-static HELD: Mutex<Option<Held>> = Mutex::new(None);
+/// Buckets whose conditional writes were checked in this process: once is enough.
+static PROBED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Checks that the store honours conditional writes, reads the state, and claims it. `Ok(None)`
-/// when there is no state yet (the first save creates it, and fails if another run did first).
-pub fn open(url: &S3Url) -> Result<Option<State>, Error> {
+/// Checks (once per bucket) that the store honours conditional writes, and reads the state.
+/// `None` when there is no state yet: the first save creates it, and fails if another run did
+/// first. The state is not claimed until [`Held::claim`].
+pub fn open(url: &S3Url) -> Result<(Held, Option<State>), Error> {
     let client = s3::client(&url.bucket).map_err(|e| Error::io("preparing the S3 state", e))?;
-    probe(&client, url)?;
+    let probed = PROBED.lock().expect("not poisoned").contains(&url.bucket);
+    if !probed {
+        probe(&client, url)?;
+        PROBED
+            .lock()
+            .expect("not poisoned")
+            .push(url.bucket.clone());
+    }
+    let reading = || format!("reading the state file {url}");
     let got = s3::block(client.get_object().bucket(&url.bucket).key(&url.key).send());
-    let (state, etag) = match got {
+    let (state, etag, read) = match got {
         Ok(out) => {
-            let etag = out.e_tag().map(str::to_owned);
+            let etag = out
+                .e_tag()
+                .map(str::to_owned)
+                .ok_or_else(|| Error::io(reading(), io::Error::other("the store sent no ETag")))?;
             let body = s3::block(out.body.collect())
-                .map_err(|e| {
-                    Error::io(format!("reading the state file {url}"), io::Error::other(e))
-                })?
-                .into_bytes();
-            let state = super::parse(&body)
-                .map_err(|e| Error::io(format!("reading the state file {url}"), e))?;
-            let etag = etag.ok_or_else(|| {
-                Error::io(
-                    format!("reading the state file {url}"),
-                    io::Error::other("the store sent no ETag"),
-                )
-            })?;
-            // The claim: the same bytes, written only over the version read.
-            let claimed = s3::block(
-                client
-                    .put_object()
-                    .bucket(&url.bucket)
-                    .key(&url.key)
-                    .content_type("application/json")
-                    .if_match(&etag)
-                    .body(ByteStream::from(body.to_vec()))
-                    .send(),
-            );
-            match claimed {
-                Ok(out) => (Some(state), out.e_tag().map(str::to_owned)),
-                Err(e) if matches!(s3::status(&e), Some(412 | 409)) => {
-                    return Err(Error::Locked {
-                        lock: url.to_string().into(),
-                    });
-                }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("claiming the state file {url}"),
-                        s3::io_error("PutObject", e),
-                    ));
-                }
-            }
+                .map_err(|e| Error::io(reading(), io::Error::other(e)))?
+                .into_bytes()
+                .to_vec();
+            let state = super::parse(&body).map_err(|e| Error::io(reading(), e))?;
+            (Some(state), Some(etag), Some(body))
         }
-        Err(e) if s3::status(&e) == Some(404) => (None, None),
-        Err(e) => {
-            return Err(Error::io(
-                format!("reading the state file {url}"),
-                s3::io_error("GetObject", e),
-            ));
-        }
+        Err(e) if s3::status(&e) == Some(404) => (None, None, None),
+        Err(e) => return Err(Error::io(reading(), s3::io_error("GetObject", e))),
     };
-    *HELD.lock().expect("not poisoned") = Some(Held {
+    let held = Held {
         url: url.clone(),
         client,
         etag,
-    });
-    Ok(state)
+        read,
+    };
+    Ok((held, state))
 }
 
-/// Writes the state over the version this run holds; [`s3::Superseded`] when another run
-/// advanced it meanwhile.
-pub fn save(url: &S3Url, state: &State) -> io::Result<()> {
-    let mut held = HELD.lock().expect("not poisoned");
-    let held = held
-        .as_mut()
-        .filter(|h| h.url == *url)
-        .ok_or_else(|| io::Error::other(format!("the state file {url} was not opened")))?;
-    let mut body = serde_json::to_vec_pretty(state).expect("state serializes");
-    body.push(b'\n');
-    let request = held
-        .client
-        .put_object()
-        .bucket(&url.bucket)
-        .key(&url.key)
-        .content_type("application/json")
-        .body(ByteStream::from(body));
-    let request = match &held.etag {
-        Some(etag) => request.if_match(etag),
-        None => request.if_none_match("*"),
-    };
-    match s3::block(request.send()) {
-        Ok(out) => {
-            held.etag = Some(
-                out.e_tag()
-                    .ok_or_else(|| io::Error::other("the store sent no ETag"))?
-                    .to_owned(),
-            );
-            Ok(())
+impl Held {
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+
+    /// Takes the state over from any older run still going: the bytes read, written back only
+    /// over the version read, so that run loses its next save. Exit 6 when another run
+    /// advanced the state since it was read.
+    pub fn claim(&mut self) -> Result<(), Error> {
+        let (Some(body), Some(etag)) = (self.read.take(), self.etag.as_ref()) else {
+            return Ok(());
+        };
+        let url = &self.url;
+        let claimed = s3::block(
+            self.client
+                .put_object()
+                .bucket(&url.bucket)
+                .key(&url.key)
+                .content_type("application/json")
+                .if_match(etag)
+                .body(ByteStream::from(body))
+                .send(),
+        );
+        match claimed {
+            Ok(out) => {
+                self.etag = out.e_tag().map(str::to_owned);
+                Ok(())
+            }
+            Err(e) if matches!(s3::status(&e), Some(412 | 409)) => Err(Error::Locked {
+                lock: url.to_string().into(),
+            }),
+            Err(e) => Err(Error::io(
+                format!("claiming the state file {url}"),
+                s3::io_error("PutObject", e),
+            )),
         }
-        Err(e) if matches!(s3::status(&e), Some(412 | 409)) => Err(s3::superseded(format!(
-            "another kvs-dl run advanced the state file {url} since this run read it"
-        ))),
-        Err(e) => Err(s3::io_error("PutObject", e)),
+    }
+
+    /// Writes the state over the version this run holds; [`s3::Superseded`] when another run
+    /// advanced it meanwhile.
+    pub fn save(&mut self, state: &State) -> io::Result<()> {
+        let url = &self.url;
+        let mut body = serde_json::to_vec_pretty(state).expect("state serializes");
+        body.push(b'\n');
+        let request = self
+            .client
+            .put_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        let request = match &self.etag {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match s3::block(request.send()) {
+            Ok(out) => {
+                self.read = None;
+                self.etag = Some(
+                    out.e_tag()
+                        .ok_or_else(|| io::Error::other("the store sent no ETag"))?
+                        .to_owned(),
+                );
+                Ok(())
+            }
+            Err(e) if matches!(s3::status(&e), Some(412 | 409)) => Err(s3::superseded(format!(
+                "another kvs-dl run advanced the state file {url} since this run read it"
+            ))),
+            Err(e) => Err(s3::io_error("PutObject", e)),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use kvs_emu::{Ingest, Live, Stream};
 
+use crate::s3::{BUCKET, Weed, prefix, weed};
 use crate::support::*;
 
 /// The fragment numbers in every finished raw file under `dir`, in file-name order. A pod
@@ -272,9 +273,10 @@ fn slow_live(name: &str, n: usize) -> Stream {
 
 const SHARDS: u32 = 3;
 
-/// Pod `index` of the Indexed Job: the same command line, the index in the environment.
-fn pod(w: &World, index: u32) -> Command {
-    let mut cmd = w.kvs_dl();
+/// Pod `index` of the Indexed Job: the same command line, the index in the environment, the
+/// states in S3 under `states`.
+fn pod(w: &World, s3: &Weed, states: &str, index: u32) -> Command {
+    let mut cmd = crate::s3::kvs_dl(w, s3);
     cmd.env("JOB_COMPLETION_INDEX", index.to_string()).args([
         "--streams-from",
         "fleet.txt",
@@ -291,7 +293,7 @@ fn pod(w: &World, index: u32) -> Command {
         "-o",
         "out/{stream}/%H%M%S.raw",
         "--state-dir",
-        "st",
+        &format!("s3://{BUCKET}/{states}/"),
         "--progress",
         "json",
     ]);
@@ -310,13 +312,15 @@ fn first_fragment(child: &mut Child) -> std::io::BufReader<std::process::ChildSt
     use std::io::BufRead;
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         line.clear();
         assert!(
             err.read_line(&mut line).unwrap() > 0,
-            "ended before a fragment"
+            "ended before a fragment: {seen}"
         );
+        seen.push_str(&line);
         if line.contains("\"event\":\"fragment\"") {
             return err;
         }
@@ -324,14 +328,27 @@ fn first_fragment(child: &mut Child) -> std::io::BufReader<std::process::ChildSt
     }
 }
 
+/// The state of `stream` the pods keep in S3, once there is one.
+fn s3_state(s3: &Weed, states: &str, stream: &str) -> Option<serde_json::Value> {
+    let key = format!("{states}/{stream}.json");
+    s3.keys(&key)
+        .contains(&key)
+        .then(|| serde_json::from_slice(&s3.get(&key)).unwrap())
+}
+
+/// The local Indexed-Job harness of issue 13: N pods against one emulator serving the fleet,
+/// with their states in SeaweedFS.
 #[test]
 fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate() {
+    let Some(s3) = weed() else { return };
+    let states = prefix("indexed-job");
     let names = fleet_names(SHARDS);
     let streams: Vec<Stream> = names.iter().map(|n| slow_live(n, 24)).collect();
     let w = World::new(streams.clone());
     std::fs::write(w.path("fleet.txt"), names.join("\n")).unwrap();
+    let pod = |k| pod(&w, s3, &states, k);
 
-    let mut pods: Vec<Child> = (0..SHARDS).map(|k| spawn(&mut pod(&w, k))).collect();
+    let mut pods: Vec<Child> = (0..SHARDS).map(|k| spawn(&mut pod(k))).collect();
     let mut readers = Vec::new();
     for p in pods.iter_mut() {
         readers.push(first_fragment(p));
@@ -339,10 +356,22 @@ fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate
     // Pod 1 dies (kill -9) mid-download; the Job controller starts index 1 again.
     pods[1].kill().unwrap();
     pods[1].wait().unwrap();
-    pods[1] = spawn(&mut pod(&w, 1));
-    // An overlapping duplicate of index 0 (two Job runs at once): every stream it would take
-    // is held, so it exits 6 and writes nothing.
-    let dup = run(&mut pod(&w, 0));
+    pods[1] = spawn(&mut pod(1));
+    let shard0: Vec<&str> = names
+        .iter()
+        .filter(|n| kvs_dl::fleet::shard_of(n, SHARDS) == 0)
+        .map(String::as_str)
+        .collect();
+    // Until pod 0 has saved a state for each of its streams, a duplicate could start one of
+    // them afresh beside it (and one of the two would lose its first save).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !shard0.iter().all(|n| s3_state(s3, &states, n).is_some()) {
+        assert!(Instant::now() < deadline, "pod 0 never saved its states");
+        std::thread::yield_now();
+    }
+    // An overlapping duplicate of index 0 (two Job runs at once): every file it would go on
+    // with is held by pod 0, so it exits 6 before it claims a state, and writes nothing.
+    let dup = run(&mut pod(0));
     let text = stderr(&dup);
     assert!(
         pods[0].try_wait().unwrap().is_none(),
@@ -359,12 +388,15 @@ fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate
         .iter()
         .map(|r| r["stream"].as_str().unwrap())
         .collect();
-    let shard0: Vec<&str> = names
-        .iter()
-        .filter(|n| kvs_dl::fleet::shard_of(n, SHARDS) == 0)
-        .map(String::as_str)
-        .collect();
     assert_eq!(held, shard0, "index 0 takes only its shard");
+    assert!(
+        done["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["exit_code"] == 6),
+        "{text}"
+    );
 
     for (k, p) in pods.iter_mut().enumerate() {
         let mut rest = String::new();
@@ -379,8 +411,7 @@ fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = streams.iter().all(|s| {
-            let state = std::fs::read(w.path(&format!("st/{}.json", s.name))).unwrap();
-            let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+            let state = s3_state(s3, &states, &s.name).expect("a state for every stream");
             state["last"]["fragment_number"] == s.fragments.last().unwrap().number()
         });
         if done {
@@ -388,7 +419,7 @@ fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate
         }
         assert!(Instant::now() < deadline, "the runs never reached the end");
         for k in 0..SHARDS {
-            assert_exit(&run(&mut pod(&w, k)), 0);
+            assert_exit(&run(&mut pod(k)), 0);
         }
     }
     for s in &streams {

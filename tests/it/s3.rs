@@ -15,11 +15,11 @@ use kvs_emu::Stream;
 
 use crate::support::*;
 
-const BUCKET: &str = "kvs-dl-test";
+pub(crate) const BUCKET: &str = "kvs-dl-test";
 
 /// A `weed mini` serving S3 on loopback, with the emulator's keys as its one identity.
-struct Weed {
-    endpoint: String,
+pub(crate) struct Weed {
+    pub(crate) endpoint: String,
     /// The shell that stops weed when this process ends; it ends with it.
     _watchdog: std::process::Child,
 }
@@ -33,7 +33,7 @@ fn weed_binary() -> PathBuf {
 }
 
 /// The server, started at the first call; `None` (skip) when `weed` is missing outside CI.
-fn weed() -> Option<&'static Weed> {
+pub(crate) fn weed() -> Option<&'static Weed> {
     WEED.get_or_init(start_weed).as_ref()
 }
 
@@ -134,7 +134,7 @@ impl Weed {
     }
 
     /// The keys under `prefix`, sorted.
-    fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
         let out = block(
             self.client()
                 .list_objects_v2()
@@ -152,7 +152,7 @@ impl Weed {
         keys
     }
 
-    fn get(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn get(&self, key: &str) -> Vec<u8> {
         block(async {
             let out = self
                 .client()
@@ -167,7 +167,7 @@ impl Weed {
     }
 
     /// Multipart uploads still open under `prefix`.
-    fn uploads(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn uploads(&self, prefix: &str) -> Vec<String> {
         let out = block(
             self.client()
                 .list_multipart_uploads()
@@ -201,11 +201,11 @@ fn client_with(endpoint: &str, secret: &str) -> Client {
 }
 
 /// A prefix of its own for each test.
-fn prefix(test: &str) -> String {
+pub(crate) fn prefix(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
 
-fn kvs_dl(w: &World, s3: &Weed) -> Command {
+pub(crate) fn kvs_dl(w: &World, s3: &Weed) -> Command {
     let mut cmd = w.kvs_dl();
     cmd.env("AWS_ENDPOINT_URL_S3", &s3.endpoint);
     cmd
