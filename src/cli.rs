@@ -28,6 +28,11 @@ Examples:
     kvs-dl list --stream-name cam7 --start -1h
     kvs-dl verify --manifest cam7.jsonl
 
+  Hourly into S3, with the state in S3 too (a container needs no disk); an S3-compatible
+  store through AWS_ENDPOINT_URL_S3:
+    kvs-dl --stream-name cam1 --start earliest --end now --segment 1h \\
+      -o 's3://my-archive/cam1/%Y-%m-%d/%H%M%S.mkv' --state-file s3://my-archive/state/cam1.json
+
   A fleet: every stream in cams.txt, one state each; shard K of 8 from JOB_COMPLETION_INDEX
   (Kubernetes), AWS_BATCH_JOB_ARRAY_INDEX or NOMAD_ALLOC_INDEX; exit 8 if some stream failed:
     kvs-dl --streams-from cams.txt --shard-count 8 --start earliest --end now \\
