@@ -601,3 +601,120 @@ fn a_store_that_ignores_if_none_match_is_refused_for_the_state() {
     assert!(w.get_media().is_empty(), "nothing was downloaded");
     assert!(!w.path("cam.mkv").exists());
 }
+
+/// A proxy in front of SeaweedFS that answers the first `n` requests that `throttle` picks
+/// (by method and request line) with 503 SlowDown, as S3 does under load, and forwards the
+/// rest unchanged (the Host header too, so signatures still verify). Returns its endpoint and
+/// the number of requests it refused.
+fn throttling_proxy(
+    upstream: &str,
+    n: usize,
+    throttle: fn(&str, &str) -> bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&refused);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        assert!(
+                            !k.eq_ignore_ascii_case("transfer-encoding"),
+                            "the proxy forwards bodies of a known length only"
+                        );
+                        if k.eq_ignore_ascii_case("connection") {
+                            continue;
+                        }
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let request = head.lines().next().unwrap_or("").to_owned();
+                let method = request.split(' ').next().unwrap_or("");
+                if throttle(method, &request)
+                    && counter
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                            (c < n).then_some(c + 1)
+                        })
+                        .is_ok()
+                {
+                    let xml = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                        xml.len()
+                    );
+                    return;
+                }
+                let mut up = TcpStream::connect(&upstream).unwrap();
+                up.write_all(head.as_bytes()).unwrap();
+                up.write_all(b"Connection: close\r\n\r\n").unwrap();
+                up.write_all(&body).unwrap();
+                let mut reply = Vec::new();
+                up.read_to_end(&mut reply).unwrap();
+                // One request a connection: the client is told so.
+                let at = reply.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+                reply.splice(at..at, b"Connection: close\r\n".iter().copied());
+                let _ = conn.write_all(&reply);
+            });
+        }
+    });
+    (format!("http://{addr}"), refused)
+}
+
+#[test]
+fn s3_throttling_is_retried_with_backoff_and_the_object_is_whole() {
+    let Some(s3) = weed() else { return };
+    // 14 MB: part 2, part 3 and part 1 (last), then CompleteMultipartUpload.
+    let w = World::new(vec![big(14, 1_000_000)]);
+    let key = format!("{}/cam.mkv", prefix("throttled"));
+    // The first two UploadPart calls and the first CompleteMultipartUpload are refused.
+    let (endpoint, refused) = throttling_proxy(&s3.endpoint, 3, |method, request| {
+        (method == "PUT" && request.contains("partNumber="))
+            || (method == "POST" && request.contains("uploadId="))
+    });
+    let range = [
+        "--stream-name",
+        "cam",
+        "--start",
+        "earliest",
+        "--end",
+        "now",
+    ];
+    let out = run(w
+        .kvs_dl()
+        .env("AWS_ENDPOINT_URL_S3", &endpoint)
+        .args(range)
+        .args(["-o", &format!("s3://{BUCKET}/{key}")]));
+    assert_exit(&out, 0);
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let local = run(w.kvs_dl().args(range).args(["-o", "local.mkv"]));
+    assert_exit(&local, 0);
+    assert!(
+        s3.get(&key) == std::fs::read(w.path("local.mkv")).unwrap(),
+        "the object is the local file's bytes"
+    );
+    assert_eq!(s3.uploads(&key), Vec::<String>::new());
+}
