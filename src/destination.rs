@@ -57,8 +57,17 @@ pub trait Destination {
     /// Overwrites bytes already written at `offset` (the remuxer patches sizes and the
     /// duration in place). Outputs that cannot seek return `Unsupported`.
     fn patch(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Makes the committed bytes durable (fsync) before a state file says they are there.
-    fn sync(&mut self) -> io::Result<()>;
+    /// Hands the committed bytes to the system and returns the file whose `sync_data` makes
+    /// them durable, so that the fsync a state file waits for can run off the download's
+    /// thread; `None` when there is nothing to sync.
+    fn durable(&mut self) -> io::Result<Option<File>>;
+    /// Makes the committed bytes durable (fsync) now.
+    fn sync(&mut self) -> io::Result<()> {
+        match self.durable()? {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
     /// The final path, for outputs that are files.
     fn path(&self) -> Option<&Path>;
     /// The S3 multipart upload in progress, for the state file.
@@ -295,19 +304,20 @@ impl Destination for LocalFile {
         Ok(())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn durable(&mut self) -> io::Result<Option<File>> {
         // Only committed bytes need to be durable; the buffer may hold a partial fragment.
         let keep = self.committed;
         if keep > self.file_len {
             let n = (keep - self.file_len) as usize;
-            let head: Vec<u8> = self.buf.drain(..n).collect();
-            self.file()?.write_all(&head)?;
+            let mut file = self
+                .file
+                .as_ref()
+                .ok_or_else(|| io::Error::other("the output file was already finished"))?;
+            file.write_all(&self.buf[..n])?;
+            self.buf.drain(..n);
             self.file_len += n as u64;
         }
-        match &self.file {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
-        }
+        self.file.as_ref().map(File::try_clone).transpose()
     }
 
     fn path(&self) -> Option<&Path> {
@@ -533,9 +543,9 @@ impl<W: Write> Destination for Stdout<W> {
         Err(io::ErrorKind::Unsupported.into())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn durable(&mut self) -> io::Result<Option<File>> {
         // Committed bytes were flushed to the pipe; there is nothing more durable to make them.
-        Ok(())
+        Ok(None)
     }
 
     fn path(&self) -> Option<&Path> {

@@ -17,7 +17,7 @@ use crate::ledger::{Ledger, Record};
 use crate::listing::Gap;
 use crate::progress::{self, Report, Reporter, Summary};
 use crate::source::archive::{Fetcher, Note};
-use crate::state::{State, Store};
+use crate::state::{Saver, State};
 use crate::writer::{Accept, WriteError, Writer};
 
 /// A terminating signal, as delivered through the shutdown channel.
@@ -219,7 +219,7 @@ pub struct Download<'a, S: MediaSource> {
     /// The service reported expired fragments; the next call may need to start afresh.
     gap_pending: bool,
     /// `--state-file`, saved after every fragment.
-    store: Option<&'a mut Store>,
+    saver: Option<&'a mut Saver>,
     /// The fragment being read (written or skipped), for naming it when it cannot be read.
     current: Option<String>,
     /// Fragments that could not be read and were skipped, so that they are skipped quietly
@@ -269,7 +269,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
             committed_at_start,
             started: Instant::now(),
             gap_pending: false,
-            store: None,
+            saver: None,
             current: None,
             unreadable: Vec::new(),
             complete_after: None,
@@ -285,9 +285,9 @@ impl<'a, S: MediaSource> Download<'a, S> {
         self
     }
 
-    /// Saves the state to `store` after every fragment.
-    pub fn with_store(mut self, store: &'a mut Store) -> Self {
-        self.store = Some(store);
+    /// Saves the state through `saver` after every fragment.
+    pub fn with_saver(mut self, saver: &'a mut Saver) -> Self {
+        self.saver = Some(saver);
         self
     }
 
@@ -836,20 +836,20 @@ impl<'a, S: MediaSource> Download<'a, S> {
         Ok(())
     }
 
-    /// Records, durably, that `f` is in the output.
+    /// Records that `f` is in the output: the state is saved once the output is durable, off
+    /// the download's thread (see [`Saver`]).
     fn save_state(&mut self, f: &Fragment) -> Result<(), Error> {
-        let Some(store) = self.store.as_deref_mut() else {
+        let Some(saver) = self.saver.as_deref_mut() else {
             return Ok(());
         };
-        self.writer
-            .sync()
+        let durable = self
+            .writer
+            .durable()
             .map_err(|e| Error::io("syncing the output", e))?;
-        store.save(&State::after(
-            self.cfg,
-            self.region,
-            f,
-            self.writer.open_file(),
-        ))
+        saver.save(
+            State::after(self.cfg, self.region, f, self.writer.open_file()),
+            durable,
+        )
     }
 
     /// Reports the files a segmenting writer finished.

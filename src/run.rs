@@ -25,7 +25,7 @@ use crate::download::{Download, Pacing, Signal};
 use crate::encoder::Options;
 use crate::error::Error;
 use crate::progress::{self, FileNamer, FileReport, Report, Reporter, Summary};
-use crate::state::{State, Store};
+use crate::state::{Saver, State, Store};
 use crate::writer::{Names, OpenFile, Segments, Writer, finish_leftover, segment_name};
 
 /// Runs the command line and returns the exit code; errors are returned for `main` to render.
@@ -135,7 +135,7 @@ pub(crate) async fn transfer(
     // Before any output, so that a second run of the same state touches nothing.
     let (mut store, state) = match &cfg.state_file {
         Some(path) => {
-            let (store, state) = Store::open(path, cfg.wait_lock)?;
+            let (store, state) = Store::open(path, cfg.wait_lock).await?;
             (Some(store), state)
         }
         None => (None, None),
@@ -149,7 +149,7 @@ pub(crate) async fn transfer(
         .and_then(|s| s.file.as_ref())
         .is_some_and(|f| crate::s3::is_s3(&f.path))
     {
-        claim(store.as_mut())?;
+        claim(store.as_mut()).await?;
     }
     let rewound;
     let (cfg, state) = match take_over_upload(cfg, state)? {
@@ -162,7 +162,7 @@ pub(crate) async fn transfer(
     let opts = encoder_options(cfg);
     let (mut writer, continued) = output_writer(cfg, &opts, state.as_ref())?;
     // Now that this run holds the file it goes on with (a live run holding it made it exit 6).
-    claim(store.as_mut())?;
+    claim(store.as_mut()).await?;
     let mut source = match sdk {
         Some(sdk) => Kvs::with_sdk(cfg, sdk),
         None => Kvs::connect(cfg).await?,
@@ -207,6 +207,11 @@ pub(crate) async fn transfer(
         }
         None => None,
     };
+    let mut saver = store.map(Saver::start).transpose()?;
+    if let Some(saver) = &saver {
+        let barrier = saver.barrier();
+        writer.settle_with(Box::new(move || barrier.wait()));
+    }
     let mut download = Download::new(
         cfg,
         &region,
@@ -222,8 +227,8 @@ pub(crate) async fn transfer(
     if let Some(ledger) = ledger {
         download = download.with_ledger(ledger);
     }
-    if let Some(store) = store.as_mut() {
-        download = download.with_store(store);
+    if let Some(saver) = saver.as_mut() {
+        download = download.with_saver(saver);
     }
     let result = match plan {
         None => download.run().await,
@@ -261,6 +266,17 @@ pub(crate) async fn transfer(
     // Whatever ended the run, what was committed is whole fragments: make it final, or, for a
     // segment the stream has not reached the end of, leave it for the next run to continue.
     files.extend(writer.take_closed());
+    // The saves still under way end before the output does: a run whose state another run
+    // took over must not finish what it was writing.
+    let flushed = match saver.as_mut() {
+        Some(saver) => saver.flush(),
+        None => Ok(()),
+    };
+    let result = match (result, flushed) {
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Err(then)) if then.exit_code() == 6 => Err(then.and_then(e)),
+        (result, _) => result,
+    };
     // Another run took over the S3 state or upload: nothing more is written.
     let superseded = matches!(&result, Err(e) if e.exit_code() == 6);
     // An S3 object cannot stay open across runs (its parts cannot be read back): it is
@@ -281,9 +297,12 @@ pub(crate) async fn transfer(
     }
     .map_err(|e| Error::io("finishing the output", e));
     progress::report_files(reporter, summary, files.drain(..));
-    let saved_state = match (&mut store, &last, &finished) {
-        (Some(store), Some(last), Ok(())) if !superseded => {
-            store.save(&State::after(cfg, &region, last, open))
+    let saved_state = match (&mut saver, &last, &finished) {
+        (Some(saver), Some(last), Ok(())) if !superseded => {
+            match saver.save(State::after(cfg, &region, last, open), None) {
+                Ok(()) => saver.flush(),
+                Err(e) => Err(e),
+            }
         }
         _ => Ok(()),
     };
@@ -501,8 +520,11 @@ fn reached_ms(cfg: &Config, result: &Result<Stopped, Error>, last: Option<&Fragm
     }
 }
 
-fn claim(store: Option<&mut Store>) -> Result<(), Error> {
-    store.map_or(Ok(()), Store::claim)
+async fn claim(store: Option<&mut Store>) -> Result<(), Error> {
+    match store {
+        Some(store) => store.claim().await,
+        None => Ok(()),
+    }
 }
 
 /// Whether `-o` is an S3 object (or template).
@@ -580,7 +602,7 @@ fn finish_left_file(
     };
     let last = state.last.to_fragment();
     files.extend(finish_leftover(opts, file, &last).map_err(|e| leftover_error(file, e))?);
-    store.save(&State::after(cfg, region, &last, None))
+    store.save(&State::after(cfg, region, &last, None), None)
 }
 
 fn leftover_error(file: &OpenFile, e: std::io::Error) -> Error {

@@ -306,12 +306,19 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    block_on(&tokio::runtime::Handle::try_current().ok()?, fut)
+}
+
+/// [`try_block`] on `runtime`, from any thread (the state's own, say).
+pub fn block_on<F>(runtime: &tokio::runtime::Handle, fut: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    tokio::runtime::Handle::try_current()
-        .ok()?
-        .spawn(async move {
-            let _ = tx.send(fut.await);
-        });
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
     rx.recv().ok()
 }
 

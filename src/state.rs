@@ -21,6 +21,9 @@ use crate::error::Error;
 use crate::writer::{OpenFile, Saved};
 
 pub mod s3;
+mod saver;
+
+pub use saver::{Barrier, Saver};
 
 /// The state file's contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +84,9 @@ impl Store {
     /// Takes the state at `path` for this run and reads it (`None`: no state yet). A local state
     /// is locked, waiting up to `wait` for another run to let go (exit 6 when it does not); an
     /// S3 state is read, and claimed by [`Store::claim`] once the run holds its output.
-    pub fn open(path: &Path, wait: Duration) -> Result<(Store, Option<State>), Error> {
+    pub async fn open(path: &Path, wait: Duration) -> Result<(Store, Option<State>), Error> {
         if let Some(url) = crate::s3::parse(path) {
-            let (held, state) = s3::open(&url)?;
+            let (held, state) = s3::open(&url).await?;
             return Ok((Store::S3(held), state));
         }
         let lock = lock(path, wait).map_err(|e| match e.kind() {
@@ -103,20 +106,25 @@ impl Store {
 
     /// Makes this run the state's one writer: an S3 state is claimed (exit 6 when another run
     /// advanced it since it was read); a local one is held already.
-    pub fn claim(&mut self) -> Result<(), Error> {
+    pub async fn claim(&mut self) -> Result<(), Error> {
         match self {
             Store::Local { .. } => Ok(()),
-            Store::S3(held) => held.claim(),
+            Store::S3(held) => held.claim().await,
         }
     }
 
-    /// Replaces the state, atomically and durably.
-    pub fn save(&mut self, state: &State) -> Result<(), Error> {
-        let saved = match self {
+    /// Replaces the state, atomically and durably, once `durable` (the output file holding the
+    /// fragments it names, see [`crate::writer::Writer::durable`]) is synced. Blocks: run it
+    /// beside the download ([`Saver`]) or before it starts.
+    pub fn save(&mut self, state: &State, durable: Option<File>) -> Result<(), Error> {
+        durable
+            .map_or(Ok(()), |f| f.sync_data())
+            .map_err(|e| Error::io("syncing the output", e))?;
+        match self {
             Store::Local { path, .. } => save(path, state),
             Store::S3(held) => held.save(state),
-        };
-        saved.map_err(|e| Error::io(format!("saving the state to {}", self.name()), e))
+        }
+        .map_err(|e| Error::io(format!("saving the state to {}", self.name()), e))
     }
 
     /// The state's name, for messages.

@@ -158,7 +158,12 @@ pub struct Writer {
     produced: Vec<PathBuf>,
     /// Standard output in a remuxing format: frames go out as they arrive.
     live: Option<Live>,
+    /// Waited on before a file takes its final name (see [`Writer::settle_with`]).
+    settle: Option<Settle>,
 }
+
+/// See [`Writer::settle_with`].
+pub type Settle = Box<dyn FnMut() -> io::Result<()>>;
 
 impl Writer {
     /// A writer for a run's output. A single `-o PATH` is opened (and locked) at once, so that
@@ -210,7 +215,15 @@ impl Writer {
             closed: Vec::new(),
             closed_bytes: 0,
             produced: Vec::new(),
+            settle: None,
         }
+    }
+
+    /// Makes every file wait for `settle` before it takes its final name: the state saved
+    /// through the file's last fragment. A state that lagged behind a finished file would make
+    /// the next run write that file's last fragments again.
+    pub fn settle_with(&mut self, settle: Settle) {
+        self.settle = Some(settle);
     }
 
     /// Whether `file`, left by an earlier run, is one that a run writing `names` in `format`
@@ -255,13 +268,16 @@ impl Writer {
         if self.dest.is_none() || !fits || over {
             let name = segments.name(fragment)?;
             let end = segments.end_ms(fragment);
+            // Taken before the close: finishing a file drops what its encoder holds, and this
+            // fragment's chunk headers, already read, belong to the next file.
+            let next = self.encoder.next_file();
             // The previous segment is renamed into place before the next one is named.
             self.close()?;
             let path = self.free_name(name);
             self.dest = Some(destination::create(&path, self.force)?);
             self.produced.push(path);
             self.segment_end_ms = Some(end);
-            self.encoder = self.encoder.next_file();
+            self.encoder = next;
         }
         Ok(Accept::Yes)
     }
@@ -343,11 +359,12 @@ impl Writer {
         self.closed_bytes + self.dest.as_ref().map_or(0, |d| d.committed())
     }
 
-    /// Makes everything committed durable, before a state file records it.
-    pub fn sync(&mut self) -> io::Result<()> {
+    /// Hands everything committed to the system; the file to fsync before a state file
+    /// records it (see [`destination::Destination::durable`]).
+    pub fn durable(&mut self) -> io::Result<Option<std::fs::File>> {
         match self.dest.as_mut() {
-            Some(dest) => dest.sync(),
-            None => Ok(()),
+            Some(dest) => dest.durable(),
+            None => Ok(None),
         }
     }
 
@@ -428,6 +445,9 @@ impl Writer {
         self.flush()?;
         let mut dest = self.dest.take().expect("checked");
         dest.commit()?;
+        if let Some(settle) = self.settle.as_mut() {
+            settle()?;
+        }
         let rewrite = self.encoder.rewrite();
         let bytes = rewrite.as_ref().map_or(dest.committed(), |r| r.len());
         let path = match &rewrite {

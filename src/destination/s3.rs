@@ -379,12 +379,12 @@ impl Destination for S3Object {
     }
 
     /// The upload exists once the state can name it, so that a killed run's is never lost.
-    fn sync(&mut self) -> io::Result<()> {
+    fn durable(&mut self) -> io::Result<Option<std::fs::File>> {
         if self.committed > 0 {
             self.upload_id()?;
             self.reap(false)?;
         }
-        Ok(())
+        Ok(None)
     }
 
     fn path(&self) -> Option<&Path> {

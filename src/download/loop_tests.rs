@@ -899,3 +899,102 @@ async fn idle_timeout_ends_a_poll_pause() {
     assert_eq!(out.took, ms(5_000));
     assert_eq!(out.call_times(start), vec![ms(0), ms(2_000), ms(4_000)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The state, saved beside the loop
+
+/// States are saved on a thread of their own and may lag behind the loop, but a segment takes
+/// its final name only once the state through its last fragment is saved: a state that lagged
+/// behind a finished file would make the next run write that file's last fragments again.
+#[tokio::test(start_paused = true)]
+async fn a_segment_is_final_only_once_the_state_names_its_last_fragment() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::state::{self, Saver, Store};
+
+    let f = stream(9);
+    let cfg = config(&["--start", "earliest", "--end", "now"]);
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("s.json");
+    let (store, none) = Store::open(&state_path, Duration::ZERO).await.unwrap();
+    assert_eq!(none, None);
+    let mut saver = Saver::start(store).unwrap();
+    let opts = Options {
+        seekable: true,
+        faststart: false,
+        app: "kvs-dl test".into(),
+        stream_tag: ("KVS_STREAM_NAME".into(), "cam1".into()),
+    };
+    let names = Names::Segments(crate::writer::Segments {
+        template: dir.path().join("%H%M%S.raw").to_string_lossy().into_owned(),
+        every: ms(2_000),
+        stream: "cam1".into(),
+        clock: Clock::Server,
+    });
+    let mut writer = Writer::new(Format::Raw, opts, names, false).unwrap();
+    // At each file's finish: the files already final, and the fragment the saved state names.
+    let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let barrier = saver.barrier();
+    let (at_settle, state_dir) = (Arc::clone(&seen), dir.path().to_owned());
+    writer.settle_with(Box::new(move || {
+        barrier.wait()?;
+        let finals = std::fs::read_dir(&state_dir)
+            .unwrap()
+            .filter(|e| {
+                let path = e.as_ref().unwrap().path();
+                path.extension().is_some_and(|x| x == "raw")
+            })
+            .count();
+        let saved = state::load(&state_dir.join("s.json")).unwrap();
+        let last = saved.map(|s| s.last.fragment_number).unwrap_or_default();
+        at_settle.lock().unwrap().push((finals, last));
+        Ok(())
+    }));
+    let mut source = FakeKvs::new(vec![Answer::Body(
+        f.iter()
+            .map(|f| chunk(f, 10_000))
+            .chain([Step::Wait(HEAD_SILENCE)])
+            .collect(),
+    )]);
+    let mut reporter = Recorder::default();
+    let (_signals, shutdown) = watch::channel(None);
+    let result = Download::new(
+        &cfg,
+        "us-west-2",
+        &mut source,
+        &mut writer,
+        &mut reporter,
+        shutdown,
+        Pacing::default(),
+    )
+    .with_saver(&mut saver)
+    .run()
+    .await;
+    assert_eq!(result.unwrap(), Stopped::CaughtUp);
+    writer.finish().unwrap();
+    saver.flush().unwrap();
+
+    let files: Vec<Vec<String>> = {
+        let mut paths: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "raw"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| fragments_in(&std::fs::read(p).unwrap()))
+            .collect()
+    };
+    assert!(files.len() >= 4, "2 s segments of 1 s fragments: {files:?}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), files.len(), "every file waited once");
+    for (k, (finals, saved)) in seen.iter().enumerate() {
+        assert_eq!(*finals, k, "file {k} was not final yet");
+        assert_eq!(
+            saved,
+            files[k].last().unwrap(),
+            "file {k} became final with the state at its last fragment"
+        );
+    }
+}

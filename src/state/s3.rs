@@ -23,6 +23,8 @@ use crate::s3::{self, S3Url};
 pub struct Held {
     url: S3Url,
     client: Client,
+    /// The run's runtime, for saves from the state's own thread.
+    runtime: tokio::runtime::Handle,
     etag: Option<String>,
     /// The bytes read, written back unchanged by [`Held::claim`]; `None` once claimed.
     read: Option<Vec<u8>>,
@@ -34,25 +36,33 @@ static PROBED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Checks (once per bucket) that the store honours conditional writes, and reads the state.
 /// `None` when there is no state yet: the first save creates it, and fails if another run did
 /// first. The state is not claimed until [`Held::claim`].
-pub fn open(url: &S3Url) -> Result<(Held, Option<State>), Error> {
+pub async fn open(url: &S3Url) -> Result<(Held, Option<State>), Error> {
     let client = s3::client(&url.bucket).map_err(|e| Error::io("preparing the S3 state", e))?;
     let probed = PROBED.lock().expect("not poisoned").contains(&url.bucket);
     if !probed {
-        probe(&client, url)?;
+        probe(&client, url).await?;
         PROBED
             .lock()
             .expect("not poisoned")
             .push(url.bucket.clone());
     }
     let reading = || format!("reading the state file {url}");
-    let got = s3::block(client.get_object().bucket(&url.bucket).key(&url.key).send());
+    let got = client
+        .get_object()
+        .bucket(&url.bucket)
+        .key(&url.key)
+        .send()
+        .await;
     let (state, etag, read) = match got {
         Ok(out) => {
             let etag = out
                 .e_tag()
                 .map(str::to_owned)
                 .ok_or_else(|| Error::io(reading(), io::Error::other("the store sent no ETag")))?;
-            let body = s3::block(out.body.collect())
+            let body = out
+                .body
+                .collect()
+                .await
                 .map_err(|e| Error::io(reading(), io::Error::other(e)))?
                 .into_bytes()
                 .to_vec();
@@ -65,6 +75,7 @@ pub fn open(url: &S3Url) -> Result<(Held, Option<State>), Error> {
     let held = Held {
         url: url.clone(),
         client,
+        runtime: tokio::runtime::Handle::current(),
         etag,
         read,
     };
@@ -79,21 +90,21 @@ impl Held {
     /// Takes the state over from any older run still going: the bytes read, written back only
     /// over the version read, so that run loses its next save. Exit 6 when another run
     /// advanced the state since it was read.
-    pub fn claim(&mut self) -> Result<(), Error> {
+    pub async fn claim(&mut self) -> Result<(), Error> {
         let (Some(body), Some(etag)) = (self.read.take(), self.etag.as_ref()) else {
             return Ok(());
         };
         let url = &self.url;
-        let claimed = s3::block(
-            self.client
-                .put_object()
-                .bucket(&url.bucket)
-                .key(&url.key)
-                .content_type("application/json")
-                .if_match(etag)
-                .body(ByteStream::from(body))
-                .send(),
-        );
+        let claimed = self
+            .client
+            .put_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .content_type("application/json")
+            .if_match(etag)
+            .body(ByteStream::from(body))
+            .send()
+            .await;
         match claimed {
             Ok(out) => {
                 self.etag = out.e_tag().map(str::to_owned);
@@ -110,7 +121,7 @@ impl Held {
     }
 
     /// Writes the state over the version this run holds; [`s3::Superseded`] when another run
-    /// advanced it meanwhile.
+    /// advanced it meanwhile. Blocks, on a thread other than the runtime's workers.
     pub fn save(&mut self, state: &State) -> io::Result<()> {
         let url = &self.url;
         let mut body = serde_json::to_vec_pretty(state).expect("state serializes");
@@ -126,7 +137,9 @@ impl Held {
             Some(etag) => request.if_match(etag),
             None => request.if_none_match("*"),
         };
-        match s3::block(request.send()) {
+        let sent = s3::block_on(&self.runtime, request.send())
+            .ok_or_else(|| io::Error::other("the run ended before the state was saved"))?;
+        match sent {
             Ok(out) => {
                 self.read = None;
                 self.etag = Some(
@@ -146,14 +159,14 @@ impl Held {
 
 /// Writes a scratch object twice with `If-None-Match: *`: a store that honours conditional
 /// writes refuses the second. Refuses the S3 state (exit 2) when it does not.
-fn probe(client: &Client, url: &S3Url) -> Result<(), Error> {
+async fn probe(client: &Client, url: &S3Url) -> Result<(), Error> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
     let key = format!("{}.kvs-dl-probe-{}-{nanos}", url.key, std::process::id());
     // Ok(true): written; Ok(false): refused as the condition asks.
-    let put = || -> io::Result<bool> {
+    let put = || async {
         let request = client
             .put_object()
             .bucket(&url.bucket)
@@ -162,16 +175,21 @@ fn probe(client: &Client, url: &S3Url) -> Result<(), Error> {
             .body(ByteStream::from_static(
                 b"kvs-dl checks conditional writes\n",
             ));
-        match s3::block(request.send()) {
+        match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if matches!(s3::status(&e), Some(412 | 409)) => Ok(false),
             Err(e) => Err(s3::io_error("PutObject", e)),
         }
     };
     let context = || format!("checking conditional writes beside the state file {url}");
-    put().map_err(|e| Error::io(context(), e))?;
-    let second = put();
-    let _ = s3::block(client.delete_object().bucket(&url.bucket).key(&key).send());
+    put().await.map_err(|e| Error::io(context(), e))?;
+    let second = put().await;
+    let _ = client
+        .delete_object()
+        .bucket(&url.bucket)
+        .key(&key)
+        .send()
+        .await;
     match second {
         Ok(false) => Ok(()),
         Err(e) => Err(Error::io(context(), e)),

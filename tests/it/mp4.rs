@@ -351,6 +351,7 @@ fn after_kill_9_mp4_is_continued_by_the_same_command_and_finished_by_another() {
         ];
         let (mut child, mut err) = spawn_json(&w, &args);
         wait_fragments(&mut err, 3);
+        wait_for_state(&w);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         assert!(w.path("out.mp4.part").exists() && !w.path("out.mp4").exists());

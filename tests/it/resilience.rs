@@ -398,6 +398,8 @@ fn a_refused_saved_token_falls_back_to_the_saved_time() {
 fn kill_9_after(w: &World, args: &[&str], n: usize, all: &[String]) -> usize {
     let (mut child, mut err) = spawn_json(w, args);
     wait_fragments(&mut err, n);
+    // States are saved beside the download: kill once one is.
+    wait_for_state(w);
     signal(&child, "-KILL");
     child.wait().unwrap();
     let state: serde_json::Value =

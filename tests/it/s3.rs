@@ -371,6 +371,8 @@ fn kill_9_mid_live_download_to_s3_with_an_s3_state_then_two_reruns() {
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     wait_fragments(&mut err, 7);
+    let key = format!("{p}/state.json");
+    wait_until("the S3 state saved", || s3.keys(&key).contains(&key));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     for _ in 0..2 {

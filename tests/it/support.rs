@@ -616,6 +616,23 @@ pub fn holds_exactly(path: &Path, fragments: &[kvs_emu::StoredFragment]) {
     }
 }
 
+/// Waits (30 s at most) until `done` holds: a condition another process brings about, polled.
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until a run has saved `w`'s `s.json` (states are saved beside the download, so a
+/// `fragment` event can come before its state).
+#[track_caller]
+pub fn wait_for_state(w: &World) {
+    wait_until("a state saved", || w.path("s.json").exists());
+}
+
 /// The state of `w`'s `s.json`.
 pub fn state(w: &World) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(w.path("s.json")).unwrap()).unwrap()
