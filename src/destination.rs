@@ -23,13 +23,24 @@ pub fn create(path: &Path, force: bool) -> io::Result<Box<dyn Destination>> {
     Ok(Box::new(LocalFile::create(path, force)?))
 }
 
-/// Whether a file (or object) is there, or a local file's `.part`: a name a new file must not take.
-pub fn taken(path: &Path) -> bool {
+/// Whether a file (or object) is there, or a local file's `.part`: a name a new file must not
+/// take. With `reclaim`, a `.part` that no live run holds is free (see
+/// [`crate::writer::Writer::reclaim_leftovers`]).
+pub fn taken(path: &Path, reclaim: bool) -> bool {
     if crate::s3::is_s3(path) {
         // A failed lookup counts as free: completing the object refuses to replace one anyway.
         return s3::exists(path).unwrap_or(false);
     }
-    path.exists() || part_path(path).exists()
+    let part = part_path(path);
+    path.exists() || (part.exists() && (!reclaim || held(&part)))
+}
+
+/// Whether a live run holds the lock of `part`.
+fn held(part: &Path) -> bool {
+    match locked(part, OpenOptions::new().read(true)) {
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
 }
 
 /// Writes are gathered into buffers of this size before they reach the file.
@@ -654,6 +665,21 @@ mod tests {
         dest.write(&vec![0; WRITE_BUFFER]).unwrap();
         assert_eq!(dest.finish().unwrap(), None);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_leftover_part_is_free_to_reclaim_only_when_no_run_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.mkv");
+        assert!(!taken(&path, false) && !taken(&path, true));
+        fs::write(part_path(&path), b"left").unwrap();
+        assert!(taken(&path, false), "without a state a .part is kept");
+        assert!(!taken(&path, true), "no run holds it");
+        let holder = locked(&part_path(&path), OpenOptions::new().read(true)).unwrap();
+        assert!(taken(&path, true), "a live run holds it");
+        drop(holder);
+        fs::write(&path, b"done").unwrap();
+        assert!(taken(&path, true), "a finished file is never taken back");
     }
 
     #[test]

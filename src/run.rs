@@ -211,6 +211,7 @@ pub(crate) async fn transfer(
     if let Some(saver) = &saver {
         let barrier = saver.barrier();
         writer.settle_with(Box::new(move || barrier.wait()));
+        writer.reclaim_leftovers();
     }
     let mut download = Download::new(
         cfg,

@@ -160,6 +160,8 @@ pub struct Writer {
     live: Option<Live>,
     /// Waited on before a file takes its final name (see [`Writer::settle_with`]).
     settle: Option<Settle>,
+    /// See [`Writer::reclaim_leftovers`].
+    reclaim: bool,
 }
 
 /// See [`Writer::settle_with`].
@@ -216,7 +218,16 @@ impl Writer {
             closed_bytes: 0,
             produced: Vec::new(),
             settle: None,
+            reclaim: false,
         }
+    }
+
+    /// For a run that holds a state: a segment's `.part` that no live run holds is this
+    /// state's own leftover, from a run killed before its state named the file. Its fragments
+    /// come after the state's last one, so this run writes them again, and the file gets its
+    /// own name back rather than a `.N` suffix beside a `.part` nobody would ever finish.
+    pub fn reclaim_leftovers(&mut self) {
+        self.reclaim = true;
     }
 
     /// Makes every file wait for `settle` before it takes its final name: the state saved
@@ -287,7 +298,8 @@ impl Writer {
     /// replacement: `--force` is the only way to write over a file.
     fn free_name(&self, name: PathBuf) -> PathBuf {
         let taken = |p: &Path| {
-            self.produced.iter().any(|q| q == p) || (!self.force && destination::taken(p))
+            self.produced.iter().any(|q| q == p)
+                || (!self.force && destination::taken(p, self.reclaim))
         };
         if !taken(&name) {
             return name;

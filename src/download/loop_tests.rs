@@ -998,3 +998,63 @@ async fn a_segment_is_final_only_once_the_state_names_its_last_fragment() {
         );
     }
 }
+
+/// A run killed before its state named a file leaves that file's `.part` behind. A run that
+/// holds the state takes the name back: its fragments come again after the state's last one,
+/// and no `.part` nobody would finish stays beside a `NAME.1`.
+#[tokio::test(start_paused = true)]
+async fn a_leftover_part_no_state_names_is_taken_back() {
+    let f = stream(4);
+    let cfg = config(&["--start", "earliest", "--end", "now"]);
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("%H%M%S.raw").to_string_lossy().into_owned();
+    let first =
+        crate::writer::segment_name(&template, "cam1", Clock::Server, &written(&f[0])).unwrap();
+    let part = crate::destination::part_path(&first);
+    std::fs::write(&part, b"what a killed run left").unwrap();
+    let opts = Options {
+        seekable: true,
+        faststart: false,
+        app: "kvs-dl test".into(),
+        stream_tag: ("KVS_STREAM_NAME".into(), "cam1".into()),
+    };
+    let names = Names::Segments(crate::writer::Segments {
+        template,
+        every: ms(60_000),
+        stream: "cam1".into(),
+        clock: Clock::Server,
+    });
+    let mut writer = Writer::new(Format::Raw, opts, names, false).unwrap();
+    writer.reclaim_leftovers();
+    let mut source = FakeKvs::new(vec![Answer::Body(
+        f.iter()
+            .map(|f| chunk(f, 10_000))
+            .chain([Step::Wait(HEAD_SILENCE)])
+            .collect(),
+    )]);
+    let mut reporter = Recorder::default();
+    let (_signals, shutdown) = watch::channel(None);
+    let result = Download::new(
+        &cfg,
+        "us-west-2",
+        &mut source,
+        &mut writer,
+        &mut reporter,
+        shutdown,
+        Pacing::default(),
+    )
+    .run()
+    .await;
+    assert_eq!(result.unwrap(), Stopped::CaughtUp);
+    writer.finish().unwrap();
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![first.clone()], "one file, under its own name");
+    assert_eq!(
+        fragments_in(&std::fs::read(&first).unwrap()),
+        numbers(&f.iter().collect::<Vec<_>>())
+    );
+}

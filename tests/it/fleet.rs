@@ -11,9 +11,8 @@ use kvs_emu::{Ingest, Live, Stream};
 use crate::s3::{BUCKET, Weed, prefix, weed};
 use crate::support::*;
 
-/// The fragment numbers in every finished raw file under `dir`, in file-name order. A pod
-/// killed before its first state save leaves a `.part` that no state names (its fragments
-/// are taken again): not an output.
+/// The fragment numbers in every finished raw file under `dir`, in file-name order (a `.part`
+/// is not an output).
 fn fragments_under(dir: &Path) -> Vec<String> {
     let mut names: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -424,5 +423,24 @@ fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate
     }
     for s in &streams {
         each_once(&w.path("out"), s);
+        // The one `.part` left is the open segment the state names: a pod killed before its
+        // state named a file left no orphan beside it.
+        let parts: Vec<String> = std::fs::read_dir(w.path(&format!("out/{}", s.name)))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect();
+        let state = s3_state(s3, &states, &s.name).unwrap();
+        let named: Vec<String> = state["file"]["path"]
+            .as_str()
+            .map(|p| {
+                format!(
+                    "{}.part",
+                    Path::new(p).file_name().unwrap().to_string_lossy()
+                )
+            })
+            .into_iter()
+            .collect();
+        assert_eq!(parts, named, "{}", s.name);
     }
 }
