@@ -139,6 +139,19 @@ enum SessionEnd {
     Stop(Stopped),
 }
 
+/// What became of the bytes pushed into a parser (see `Download::consume`).
+enum Consumed {
+    /// Read through, with this many fragments written whole.
+    Read {
+        fragments: u64,
+    },
+    Stop(Stopped),
+    /// The service sent an error in-band: the fragment in progress is dropped.
+    Retry(String),
+    /// What was read could not be parsed, and the chunk is to be dropped.
+    Unreadable,
+}
+
 /// Routes the raw body bytes to the writer, so that a format that copies bytes sees exactly
 /// the bytes of the events it is told about, and no byte the parser has not consumed yet.
 struct Cursor {
@@ -460,33 +473,16 @@ impl<'a, S: MediaSource> Download<'a, S> {
             } else {
                 parser.push(data);
             }
-            loop {
-                let (event, at) = match parser.next_event_at() {
-                    Ok(Some(next)) => next,
-                    Ok(None) => break,
-                    Err(e) if !self.cfg.strict => {
-                        self.unreadable_chunk(e)?;
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let mut route =
-                    |writer: &mut Writer, at| cursor.route_to(writer, at, data, data_at);
-                match self.handle(event, at, &mut route)? {
-                    Handled::Continue | Handled::Fragment => {}
-                    Handled::Stop(stop) => return Ok(Some(stop)),
-                    Handled::Retry(reason) => {
-                        self.discard()?;
-                        tracing::debug!(%reason, "a spooled chunk held an error");
-                        return Ok(None);
-                    }
+            match self.consume(&mut parser, &mut cursor, data, data_at, false)? {
+                Consumed::Read { .. } if ended => return Ok(None),
+                Consumed::Read { .. } => {}
+                Consumed::Stop(stop) => return Ok(Some(stop)),
+                Consumed::Retry(reason) => {
+                    tracing::debug!(%reason, "a spooled chunk held an error");
+                    return Ok(None);
                 }
+                Consumed::Unreadable => return Ok(None),
             }
-            if ended {
-                return Ok(None);
-            }
-            cursor.route_to(self.writer, parser.position(), data, data_at)?;
-            cursor.carry_rest(data, data_at);
         }
     }
 
@@ -782,37 +778,61 @@ impl<'a, S: MediaSource> Download<'a, S> {
             parser.push(&chunk);
             let chunk_at = offset;
             offset += chunk.len() as u64;
-            loop {
-                let (event, at) = match parser.next_event_at() {
-                    Ok(Some(next)) => next,
-                    Ok(None) => break,
-                    Err(e) if !self.cfg.strict => {
-                        self.unreadable_chunk(e)?;
-                        parser.resync();
-                        continue;
+            match self.consume(&mut parser, &mut cursor, &chunk, chunk_at, true)? {
+                Consumed::Read { fragments } => new_fragments += fragments,
+                Consumed::Stop(stop) => return Ok(SessionEnd::Stop(stop)),
+                Consumed::Retry(reason) => return Ok(SessionEnd::Retry(reason)),
+                Consumed::Unreadable => unreachable!("a body resyncs"),
+            }
+        }
+    }
+
+    /// Handles every event `parser` has for `data` (pushed at `data_at`, the bytes of a body or
+    /// of a spooled chunk), then routes what the events left of `data` and carries what the
+    /// parser has not consumed. What cannot be read is reported as a gap; with `resync`,
+    /// reading goes on at the next chunk (a body), else the caller drops the chunk.
+    fn consume(
+        &mut self,
+        parser: &mut Parser,
+        cursor: &mut Cursor,
+        data: &[u8],
+        data_at: u64,
+        resync: bool,
+    ) -> Result<Consumed, Error> {
+        let mut fragments = 0;
+        loop {
+            let (event, at) = match parser.next_event_at() {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(e) if !self.cfg.strict => {
+                    self.unreadable_chunk(e)?;
+                    if !resync {
+                        return Ok(Consumed::Unreadable);
                     }
-                    Err(e) => return Err(e.into()),
-                };
-                let mut route =
-                    |writer: &mut Writer, at| cursor.route_to(writer, at, &chunk, chunk_at);
-                match self.handle(event, at, &mut route)? {
-                    Handled::Continue => {}
-                    Handled::Fragment => {
-                        new_fragments += 1;
-                        self.failures = 0;
-                        self.gap_pending = false;
-                        self.last_fragment_at = Instant::now();
-                    }
-                    Handled::Stop(stop) => return Ok(SessionEnd::Stop(stop)),
-                    Handled::Retry(reason) => {
-                        self.discard()?;
-                        return Ok(SessionEnd::Retry(reason));
-                    }
+                    parser.resync();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut route = |writer: &mut Writer, at| cursor.route_to(writer, at, data, data_at);
+            match self.handle(event, at, &mut route)? {
+                Handled::Continue => {}
+                Handled::Fragment => {
+                    fragments += 1;
+                    self.failures = 0;
+                    self.gap_pending = false;
+                    self.last_fragment_at = Instant::now();
+                }
+                Handled::Stop(stop) => return Ok(Consumed::Stop(stop)),
+                Handled::Retry(reason) => {
+                    self.discard()?;
+                    return Ok(Consumed::Retry(reason));
                 }
             }
-            cursor.route_to(self.writer, parser.position(), &chunk, chunk_at)?;
-            cursor.carry_rest(&chunk, chunk_at);
         }
+        cursor.route_to(self.writer, parser.position(), data, data_at)?;
+        cursor.carry_rest(data, data_at);
+        Ok(Consumed::Read { fragments })
     }
 
     /// The parser could not read what came: the fragment it was in (or the chunk before its
