@@ -903,6 +903,72 @@ async fn idle_timeout_ends_a_poll_pause() {
 // ---------------------------------------------------------------------------------------------
 // The state, saved beside the loop
 
+/// A raw writer of `every`-long segments in `dir`, named by the server clock.
+fn raw_segments(dir: &Path, every: Duration) -> Writer {
+    let opts = Options {
+        seekable: true,
+        faststart: false,
+        app: "kvs-dl test".into(),
+        stream_tag: ("KVS_STREAM_NAME".into(), "cam1".into()),
+    };
+    let names = Names::Segments(crate::writer::Segments {
+        template: segment_template(dir),
+        every,
+        stream: "cam1".into(),
+        clock: Clock::Server,
+    });
+    Writer::new(Format::Raw, opts, names, false).unwrap()
+}
+
+fn segment_template(dir: &Path) -> String {
+    dir.join("%H%M%S.raw").to_string_lossy().into_owned()
+}
+
+/// Runs the loop over one body of `f` (10 s behind the head, then the head's silence) into
+/// `writer`, saving the state through `saver` when there is one; finishes the output.
+async fn run_body(
+    cfg: &Config,
+    mut writer: Writer,
+    f: &[StoredFragment],
+    saver: Option<&mut crate::state::Saver>,
+) -> Result<Stopped, Error> {
+    let mut source = FakeKvs::new(vec![Answer::Body(
+        f.iter()
+            .map(|f| chunk(f, 10_000))
+            .chain([Step::Wait(HEAD_SILENCE)])
+            .collect(),
+    )]);
+    let mut reporter = Recorder::default();
+    let (_signals, shutdown) = watch::channel(None);
+    let mut download = Download::new(
+        cfg,
+        "us-west-2",
+        &mut source,
+        &mut writer,
+        &mut reporter,
+        shutdown,
+        Pacing::default(),
+    );
+    if let Some(saver) = saver {
+        download = download.with_saver(saver);
+    }
+    let result = download.run().await;
+    drop(download);
+    writer.finish().unwrap();
+    result
+}
+
+/// The raw files in `dir`, in name order.
+fn raw_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "raw"))
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// States are saved on a thread of their own and may lag behind the loop, but a segment takes
 /// its final name only once the state through its last fragment is saved: a state that lagged
 /// behind a finished file would make the next run write that file's last fragments again.
@@ -919,73 +985,27 @@ async fn a_segment_is_final_only_once_the_state_names_its_last_fragment() {
     let (store, none) = Store::open(&state_path, Duration::ZERO).await.unwrap();
     assert_eq!(none, None);
     let mut saver = Saver::start(store).unwrap();
-    let opts = Options {
-        seekable: true,
-        faststart: false,
-        app: "kvs-dl test".into(),
-        stream_tag: ("KVS_STREAM_NAME".into(), "cam1".into()),
-    };
-    let names = Names::Segments(crate::writer::Segments {
-        template: dir.path().join("%H%M%S.raw").to_string_lossy().into_owned(),
-        every: ms(2_000),
-        stream: "cam1".into(),
-        clock: Clock::Server,
-    });
-    let mut writer = Writer::new(Format::Raw, opts, names, false).unwrap();
+    let mut writer = raw_segments(dir.path(), ms(2_000));
     // At each file's finish: the files already final, and the fragment the saved state names.
     let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
     let barrier = saver.barrier();
     let (at_settle, state_dir) = (Arc::clone(&seen), dir.path().to_owned());
     writer.settle_with(Box::new(move || {
         barrier.wait()?;
-        let finals = std::fs::read_dir(&state_dir)
-            .unwrap()
-            .filter(|e| {
-                let path = e.as_ref().unwrap().path();
-                path.extension().is_some_and(|x| x == "raw")
-            })
-            .count();
+        let finals = raw_files(&state_dir).len();
         let saved = state::load(&state_dir.join("s.json")).unwrap();
         let last = saved.map(|s| s.last.fragment_number).unwrap_or_default();
         at_settle.lock().unwrap().push((finals, last));
         Ok(())
     }));
-    let mut source = FakeKvs::new(vec![Answer::Body(
-        f.iter()
-            .map(|f| chunk(f, 10_000))
-            .chain([Step::Wait(HEAD_SILENCE)])
-            .collect(),
-    )]);
-    let mut reporter = Recorder::default();
-    let (_signals, shutdown) = watch::channel(None);
-    let result = Download::new(
-        &cfg,
-        "us-west-2",
-        &mut source,
-        &mut writer,
-        &mut reporter,
-        shutdown,
-        Pacing::default(),
-    )
-    .with_saver(&mut saver)
-    .run()
-    .await;
+    let result = run_body(&cfg, writer, &f, Some(&mut saver)).await;
     assert_eq!(result.unwrap(), Stopped::CaughtUp);
-    writer.finish().unwrap();
     saver.flush().unwrap();
 
-    let files: Vec<Vec<String>> = {
-        let mut paths: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "raw"))
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| fragments_in(&std::fs::read(p).unwrap()))
-            .collect()
-    };
+    let files: Vec<Vec<String>> = raw_files(dir.path())
+        .iter()
+        .map(|p| fragments_in(&std::fs::read(p).unwrap()))
+        .collect();
     assert!(files.len() >= 4, "2 s segments of 1 s fragments: {files:?}");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), files.len(), "every file waited once");
@@ -1007,46 +1027,19 @@ async fn a_leftover_part_no_state_names_is_taken_back() {
     let f = stream(4);
     let cfg = config(&["--start", "earliest", "--end", "now"]);
     let dir = tempfile::tempdir().unwrap();
-    let template = dir.path().join("%H%M%S.raw").to_string_lossy().into_owned();
-    let first =
-        crate::writer::segment_name(&template, "cam1", Clock::Server, &written(&f[0])).unwrap();
+    let first = crate::writer::segment_name(
+        &segment_template(dir.path()),
+        "cam1",
+        Clock::Server,
+        &written(&f[0]),
+    )
+    .unwrap();
     let part = crate::destination::part_path(&first);
     std::fs::write(&part, b"what a killed run left").unwrap();
-    let opts = Options {
-        seekable: true,
-        faststart: false,
-        app: "kvs-dl test".into(),
-        stream_tag: ("KVS_STREAM_NAME".into(), "cam1".into()),
-    };
-    let names = Names::Segments(crate::writer::Segments {
-        template,
-        every: ms(60_000),
-        stream: "cam1".into(),
-        clock: Clock::Server,
-    });
-    let mut writer = Writer::new(Format::Raw, opts, names, false).unwrap();
+    let mut writer = raw_segments(dir.path(), ms(60_000));
     writer.reclaim_leftovers();
-    let mut source = FakeKvs::new(vec![Answer::Body(
-        f.iter()
-            .map(|f| chunk(f, 10_000))
-            .chain([Step::Wait(HEAD_SILENCE)])
-            .collect(),
-    )]);
-    let mut reporter = Recorder::default();
-    let (_signals, shutdown) = watch::channel(None);
-    let result = Download::new(
-        &cfg,
-        "us-west-2",
-        &mut source,
-        &mut writer,
-        &mut reporter,
-        shutdown,
-        Pacing::default(),
-    )
-    .run()
-    .await;
+    let result = run_body(&cfg, writer, &f, None).await;
     assert_eq!(result.unwrap(), Stopped::CaughtUp);
-    writer.finish().unwrap();
     let mut left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -91,21 +91,12 @@ impl Held {
     /// over the version read, so that run loses its next save. Exit 6 when another run
     /// advanced the state since it was read.
     pub async fn claim(&mut self) -> Result<(), Error> {
-        let (Some(body), Some(etag)) = (self.read.take(), self.etag.as_ref()) else {
+        // Nothing to claim before there is a state: the first save creates it.
+        let Some(body) = self.read.take().filter(|_| self.etag.is_some()) else {
             return Ok(());
         };
         let url = &self.url;
-        let claimed = self
-            .client
-            .put_object()
-            .bucket(&url.bucket)
-            .key(&url.key)
-            .content_type("application/json")
-            .if_match(etag)
-            .body(ByteStream::from(body))
-            .send()
-            .await;
-        match claimed {
+        match self.put(body).send().await {
             Ok(out) => {
                 self.etag = out.e_tag().map(str::to_owned);
                 Ok(())
@@ -120,24 +111,32 @@ impl Held {
         }
     }
 
+    /// A PUT of the state's bytes that succeeds only over the version this run holds (or,
+    /// before there is one, only where there is none).
+    fn put(
+        &self,
+        body: Vec<u8>,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.url.bucket)
+            .key(&self.url.key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        match &self.etag {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        }
+    }
+
     /// Writes the state over the version this run holds; [`s3::Superseded`] when another run
     /// advanced it meanwhile. Blocks, on a thread other than the runtime's workers.
     pub fn save(&mut self, state: &State) -> io::Result<()> {
         let url = &self.url;
         let mut body = serde_json::to_vec_pretty(state).expect("state serializes");
         body.push(b'\n');
-        let request = self
-            .client
-            .put_object()
-            .bucket(&url.bucket)
-            .key(&url.key)
-            .content_type("application/json")
-            .body(ByteStream::from(body));
-        let request = match &self.etag {
-            Some(etag) => request.if_match(etag),
-            None => request.if_none_match("*"),
-        };
-        let sent = s3::block_on(&self.runtime, request.send())
+        let sent = s3::block_on(&self.runtime, self.put(body).send())
             .ok_or_else(|| io::Error::other("the run ended before the state was saved"))?;
         match sent {
             Ok(out) => {

@@ -17,6 +17,16 @@ use crate::support::*;
 
 pub(crate) const BUCKET: &str = "kvs-dl-test";
 
+/// Every fragment of stream `cam`, to the live edge.
+const WHOLE_ARCHIVE: [&str; 6] = [
+    "--stream-name",
+    "cam",
+    "--start",
+    "earliest",
+    "--end",
+    "now",
+];
+
 /// A `weed mini` serving S3 on loopback, with the emulator's keys as its one identity.
 pub(crate) struct Weed {
     pub(crate) endpoint: String,
@@ -236,14 +246,7 @@ fn served(n: usize) -> Vec<Vec<u8>> {
 /// asserts the object is the local file's bytes, and that it is not replaced without --force.
 fn same_as_local(w: &World, s3: &Weed, format: &str, key: &str, min_bytes: usize) {
     let local = format!("local-{}", key.replace('/', "_"));
-    let range = [
-        "--stream-name",
-        "cam",
-        "--start",
-        "earliest",
-        "--end",
-        "now",
-    ];
+    let range = WHOLE_ARCHIVE;
     let out = run(kvs_dl(w, s3)
         .args(range)
         .args(["--format", format, "-o", &local]));
@@ -697,14 +700,7 @@ fn s3_throttling_is_retried_with_backoff_and_the_object_is_whole() {
         (method == "PUT" && request.contains("partNumber="))
             || (method == "POST" && request.contains("uploadId="))
     });
-    let range = [
-        "--stream-name",
-        "cam",
-        "--start",
-        "earliest",
-        "--end",
-        "now",
-    ];
+    let range = WHOLE_ARCHIVE;
     let out = run(w
         .kvs_dl()
         .env("AWS_ENDPOINT_URL_S3", &endpoint)
