@@ -444,3 +444,65 @@ fn an_indexed_job_splits_the_fleet_survives_a_killed_pod_and_refuses_a_duplicate
         assert_eq!(parts, named, "{}", s.name);
     }
 }
+
+/// A fleet with no disk: its outputs and its states in S3 (SeaweedFS). A second run of the
+/// same command finds every stream caught up and writes nothing more.
+#[test]
+fn a_fleet_with_its_outputs_and_states_in_s3() {
+    let Some(s3) = weed() else { return };
+    let streams: Vec<Stream> = ["cam-a", "cam-b", "cam-c"]
+        .iter()
+        .map(|n| archive(n, 5))
+        .collect();
+    let w = World::new(streams.clone());
+    let p = prefix("fleet-s3");
+    let fleet = || {
+        let mut cmd = crate::s3::kvs_dl(&w, s3);
+        cmd.args([
+            "--stream-name",
+            "cam-a",
+            "--stream-name",
+            "cam-b",
+            "--stream-name",
+            "cam-c",
+            "--start",
+            "earliest",
+            "--end",
+            "now",
+            "-o",
+            &format!("s3://{BUCKET}/{p}/out/{{stream}}/%H%M%S.raw"),
+            "--segment",
+            "1h",
+            "--format",
+            "raw",
+            "--state-dir",
+            &format!("s3://{BUCKET}/{p}/state"),
+            "--progress",
+            "json",
+        ]);
+        cmd
+    };
+    let first = run(&mut fleet());
+    assert_exit(&first, 0);
+    for s in &streams {
+        let keys = s3.keys(&format!("{p}/out/{}/", s.name));
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_whole_raw(&s3.get(&keys[0]), &numbers(&s.fragments));
+        let state = s3.get(&format!("{p}/state/{}.json", s.name));
+        let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+        assert_eq!(
+            state["last"]["fragment_number"],
+            s.fragments.last().unwrap().number()
+        );
+    }
+    // Nothing newer: nothing is written again.
+    let again = run(&mut fleet());
+    assert_exit(&again, 0);
+    let events = json_lines(&stderr(&again));
+    assert!(
+        !events.iter().any(|e| e["event"] == "fragment"),
+        "{events:?}"
+    );
+    assert_eq!(s3.keys(&format!("{p}/out/")).len(), 3);
+    assert_eq!(s3.uploads(&p), Vec::<String>::new(), "no upload left open");
+}
