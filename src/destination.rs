@@ -299,9 +299,15 @@ impl Destination for LocalFile {
         // Only committed bytes need to be durable; the buffer may hold a partial fragment.
         let keep = self.committed;
         if keep > self.file_len {
+            // Straight from the buffer: a copy of the head would cost an allocation and a pass
+            // over every fragment's bytes (a sync follows every fragment when a state is kept).
             let n = (keep - self.file_len) as usize;
-            let head: Vec<u8> = self.buf.drain(..n).collect();
-            self.file()?.write_all(&head)?;
+            let file = self
+                .file
+                .as_mut()
+                .ok_or_else(|| io::Error::other("the output file was already finished"))?;
+            file.write_all(&self.buf[..n])?;
+            self.buf.drain(..n);
             self.file_len += n as u64;
         }
         match &self.file {
