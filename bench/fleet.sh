@@ -2,7 +2,7 @@
 # Fleets: what one kvs-dl process costs per stream, so that a fleet can be sized.
 #
 #   bench/fleet.sh [SECONDS] [LIVE_STREAMS] [ARCHIVE_STREAMS] [ARCHIVE_MB]
-#   (defaults: 60, 100, 40, 1000)
+#   (defaults: 60, 100, 40, 1000; ARCHIVE_STREAMS 0 skips part 2)
 #
 # 1. Live: kvs-emu serves LIVE_STREAMS live streams (2 s fragments of about 250 kB: about
 #    1 Mbit/s each), started together; one kvs-dl process follows all of them from the first
@@ -95,6 +95,7 @@ live "$LIVE" fleet
 echo "bench: 1 live stream for ${SECONDS_} s (the base)" >&2
 live 1 single
 
+if (( ARCHIVED > 0 )); then
 echo "bench: catching up $ARCHIVED archived streams, $ARCHIVE_MB MB in all, and one of $ARCHIVE_MB MB" >&2
 per=$(( (ARCHIVE_MB * 1000000 / ARCHIVE_FRAGMENT + ARCHIVED - 1) / ARCHIVED ))
 streams=(--stream "one=synthetic:$((per * ARCHIVED))")
@@ -111,14 +112,19 @@ rm -rf "$work/out"
 sync
 measure catchup-fleet --streams-from "$work/archived.txt" --start earliest --end now \
     -o "$work/out/{stream}.mkv"
+fi
 
 python3 - "$work" "$SECONDS_" "$LIVE" "$ARCHIVED" "$(nproc)" <<'EOF'
 import collections, datetime, json, sys
 work, seconds, live, archived, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 
-def timing(name):
+def times(name):
     wall, user, system, rss = open(f"{work}/{name}.time").read().split()
-    return float(wall), float(user) + float(system), int(rss) / 1024
+    return float(wall), float(user), float(system), int(rss) / 1024
+
+def timing(name):
+    wall, user, system, rss = times(name)
+    return wall, user + system, rss
 
 def events(name):
     return [json.loads(l) for l in open(f"{work}/{name}.jsonl") if l.startswith("{")]
@@ -144,37 +150,41 @@ def once(name, n):
 fw, fc, fr = timing("fleet")
 sw, sc, sr = timing("single")
 fleet_bad, single_bad = once("fleet", live), once("single", 1)
-ow, oc, orss = timing("catchup-one")
-cw, cc, crss = timing("catchup-fleet")
-one_done = next(e for e in events("catchup-one") if e.get("event") == "done")
-fleet_done = next(e for e in events("catchup-fleet") if e.get("event") == "done")
-one_bytes, fleet_bytes = one_done["bytes"], fleet_done["bytes"]
-ratio = (fleet_bytes / cw) / (one_bytes / ow)
+_, fu, fs, _ = times("fleet")
+_, su, ss, _ = times("single")
+if archived:
+    ow, oc, orss = timing("catchup-one")
+    cw, cc, crss = timing("catchup-fleet")
+    one_done = next(e for e in events("catchup-one") if e.get("event") == "done")
+    fleet_done = next(e for e in events("catchup-fleet") if e.get("event") == "done")
+    one_bytes, fleet_bytes = one_done["bytes"], fleet_done["bytes"]
+    ratio = (fleet_bytes / cw) / (one_bytes / ow)
 cpu = fc / fw * 100
 marginal_rss = (fr - sr) / max(live - 1, 1)
 
 print(f"kvs-dl fleet benchmark, {datetime.date.today()}, {cores} cores; live: {seconds} s of media per stream, 2 s fragments of 250 kB (1 Mbit/s)")
 print()
-print("| run | streams | wall s | CPU s | CPU % of one core | peak RSS MB | every fragment once |")
+print("| run | streams | wall s | CPU s (user + sys) | CPU % of one core | peak RSS MB | every fragment once |")
 print("|---|---:|---:|---:|---:|---:|---|")
-print(f"| live, one process | {live} | {fw:.1f} | {fc:.2f} | {cpu:.2f} | {fr:.1f} | {'yes' if not fleet_bad else 'NO'} ({live * seconds // 2} fragments) |")
-print(f"| live, one stream (base) | 1 | {sw:.1f} | {sc:.2f} | {sc / sw * 100:.2f} | {sr:.1f} | {'yes' if not single_bad else 'NO'} |")
+print(f"| live, one process | {live} | {fw:.1f} | {fc:.2f} ({fu:.2f} + {fs:.2f}) | {cpu:.2f} | {fr:.1f} | {'yes' if not fleet_bad else 'NO'} ({live * seconds // 2} fragments) |")
+print(f"| live, one stream (base) | 1 | {sw:.1f} | {sc:.2f} ({su:.2f} + {ss:.2f}) | {sc / sw * 100:.2f} | {sr:.1f} | {'yes' if not single_bad else 'NO'} |")
 print()
-print("| catching up `--start earliest --end now` | streams | MB | wall s | MB/s | CPU s | peak RSS MB |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-print(f"| one stream | 1 | {one_bytes / 1e6:.0f} | {ow:.2f} | {one_bytes / 1e6 / ow:.0f} | {oc:.2f} | {orss:.1f} |")
-print(f"| fleet, one process | {archived} | {fleet_bytes / 1e6:.0f} | {cw:.2f} | {fleet_bytes / 1e6 / cw:.0f} | {cc:.2f} | {crss:.1f} |")
-print(f"| fleet / one stream | | | | **{ratio:.2f}x** | | |")
-print()
+if archived:
+    print("| catching up `--start earliest --end now` | streams | MB | wall s | MB/s | CPU s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| one stream | 1 | {one_bytes / 1e6:.0f} | {ow:.2f} | {one_bytes / 1e6 / ow:.0f} | {oc:.2f} | {orss:.1f} |")
+    print(f"| fleet, one process | {archived} | {fleet_bytes / 1e6:.0f} | {cw:.2f} | {fleet_bytes / 1e6 / cw:.0f} | {cc:.2f} | {crss:.1f} |")
+    print(f"| fleet / one stream | | | | **{ratio:.2f}x** | | |")
+    print()
 print(f"Cost per live stream (1 Mbit/s): {fc / fw / live * 1000:.2f} CPU ms/s, {fr / live:.2f} MB RSS "
       f"(marginal over one stream: {marginal_rss:.2f} MB; one stream alone: {sr:.1f} MB).")
 failures = []
 if cpu >= 5: failures.append(f"CPU {cpu:.2f}% of one core (target < 5%)")
 if fr >= 200: failures.append(f"peak RSS {fr:.1f} MB (target < 200 MB)")
 if fleet_bad or single_bad: failures.append("fragments not written exactly once: " + "; ".join((fleet_bad + single_bad)[:5]))
-if fleet_done["fragments"] != one_done["fragments"]:
+if archived and fleet_done["fragments"] != one_done["fragments"]:
     failures.append(f"catch-up fragments differ: {fleet_done['fragments']} vs {one_done['fragments']}")
-if ratio < 0.8: failures.append(f"catch-up ratio {ratio:.2f} (target >= 0.8)")
+if archived and ratio < 0.8: failures.append(f"catch-up ratio {ratio:.2f} (target >= 0.8)")
 for f in failures:
     print(f"MISSED: {f}")
 sys.exit(1 if failures else 0)

@@ -10,6 +10,10 @@
 # alike. /usr/bin/time gives wall time, CPU (user + sys) and peak RSS; the table shows medians.
 # Then peak memory: one MEMORY_GIGABYTES pull, and a stream of 40 MB fragments (the service's
 # limit is 50 MB) to a file and to a pipe.
+# Last, the fleet rows (bench/fleet.sh): one process following 100 live streams, and catching up
+# 40 archived ones. KVS_BENCH_FLEET holds fleet.sh's arguments (default "60": 60 s of media per
+# live stream, its other defaults); KVS_BENCH_FLEET=0 skips it. A fleet target missed makes
+# the exit status 1, after every table is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -154,3 +158,12 @@ for line in open(sys.argv[1].replace("results.txt", "memory.txt")):
     wall, _, _, rss = times.split()
     print(f"| {name} | {float(wall):.2f} | {int(rss) / 1024:.1f} |")
 EOF
+
+fleet=${KVS_BENCH_FLEET-60}
+if [[ $fleet != 0 ]]; then
+    kill $emu_memory 2>/dev/null || true
+    echo
+    # Word splitting is wanted: the variable holds the arguments.
+    # shellcheck disable=SC2086
+    bench/fleet.sh $fleet || exit $?
+fi

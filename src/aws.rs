@@ -108,7 +108,9 @@ impl MediaBody for ByteStream {
 /// The real service, through the AWS SDK.
 pub struct Kvs {
     control: aws_sdk_kinesisvideo::Client,
-    media: aws_sdk_kinesisvideomedia::Client,
+    /// Built once the data endpoint is known, and again only when it changes: every client the
+    /// SDK builds loads and parses the system's root certificates.
+    media: Option<aws_sdk_kinesisvideomedia::Client>,
     sdk: SdkConfig,
     stream: StreamId,
     region: String,
@@ -134,10 +136,9 @@ impl Kvs {
     pub fn with_sdk(cfg: &Config, sdk: SdkConfig) -> Kvs {
         let region = sdk.region().map(ToString::to_string).unwrap_or_default();
         let control = aws_sdk_kinesisvideo::Client::new(&sdk);
-        let media = media_client(&sdk, "http://unresolved.invalid");
         Kvs {
             control,
-            media,
+            media: None,
             sdk,
             stream: cfg.stream.clone(),
             region,
@@ -321,10 +322,11 @@ impl Kvs {
 
     async fn resolve_endpoint(&mut self) -> Result<(), Failure> {
         let endpoint = self.endpoint_for(ApiName::GetMedia).await?;
-        let endpoint = endpoint.as_str();
-        self.data_endpoint = endpoint.to_owned();
+        if self.media.is_none() || endpoint != self.data_endpoint {
+            self.media = Some(media_client(&self.sdk, &endpoint));
+        }
+        self.data_endpoint = endpoint;
         self.resolved_at = std::time::Instant::now();
-        self.media = media_client(&self.sdk, endpoint);
         Ok(())
     }
 
@@ -514,13 +516,14 @@ impl MediaSource for Kvs {
     async fn get_media(&mut self, selector: &Selector) -> Result<ByteStream, Failure> {
         // Resolved at the first call (so its failures are retried like any other) and again
         // before the streaming token behind it ages out.
-        if self.data_endpoint.is_empty() || self.resolved_at.elapsed() > ENDPOINT_LIFETIME {
+        if self.media.is_none()
+            || self.data_endpoint.is_empty()
+            || self.resolved_at.elapsed() > ENDPOINT_LIFETIME
+        {
             self.resolve_endpoint().await?;
         }
-        let request = self
-            .media
-            .get_media()
-            .start_selector(start_selector(selector));
+        let media = self.media.as_ref().expect("resolved above");
+        let request = media.get_media().start_selector(start_selector(selector));
         let request = match &self.stream {
             StreamId::Name(name) => request.stream_name(name),
             StreamId::Arn(arn) => request.stream_arn(arn),

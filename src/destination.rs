@@ -319,6 +319,8 @@ impl Destination for LocalFile {
         // Only committed bytes need to be durable; the buffer may hold a partial fragment.
         let keep = self.committed;
         if keep > self.file_len {
+            // Straight from the buffer: a copy of the head would cost an allocation and a pass
+            // over every fragment's bytes (a sync follows every fragment when a state is kept).
             let n = (keep - self.file_len) as usize;
             let mut file = self
                 .file
