@@ -23,6 +23,16 @@ pub fn create(path: &Path, force: bool) -> io::Result<Box<dyn Destination>> {
     Ok(Box::new(LocalFile::create(path, force)?))
 }
 
+/// Clears what a killed run of the same state left under `path` before a new file is written
+/// there: an S3 object's unfinished uploads. (A local `.part` is truncated by
+/// [`LocalFile::create`] once its lock is free.)
+pub fn reclaim(path: &Path) -> io::Result<()> {
+    match crate::s3::is_s3(path) {
+        true => s3::reclaim(path),
+        false => Ok(()),
+    }
+}
+
 /// Whether a file (or object) is there, or a local file's `.part`: a name a new file must not
 /// take. With `reclaim`, a `.part` that no live run holds is free (see
 /// [`crate::writer::Writer::reclaim_leftovers`]).

@@ -211,7 +211,9 @@ pub(crate) async fn transfer(
     if let Some(saver) = &saver {
         let barrier = saver.barrier();
         writer.settle_with(Box::new(move || barrier.wait()));
-        writer.reclaim_leftovers();
+        writer
+            .reclaim_leftovers()
+            .map_err(|e| Error::io("clearing what a killed run left", e))?;
     }
     let mut download = Download::new(
         cfg,

@@ -226,8 +226,15 @@ impl Writer {
     /// state's own leftover, from a run killed before its state named the file. Its fragments
     /// come after the state's last one, so this run writes them again, and the file gets its
     /// own name back rather than a `.N` suffix beside a `.part` nobody would ever finish.
-    pub fn reclaim_leftovers(&mut self) {
+    /// An S3 object's unfinished uploads are such leftovers too, aborted before the object is
+    /// written again.
+    pub fn reclaim_leftovers(&mut self) -> io::Result<()> {
         self.reclaim = true;
+        match &self.names {
+            // Opened already, but its upload starts only with its first part.
+            Names::File(path) => destination::reclaim(path),
+            Names::Segments(_) | Names::Stdout => Ok(()),
+        }
     }
 
     /// Makes every file wait for `settle` before it takes its final name: the state saved
@@ -285,6 +292,9 @@ impl Writer {
             // The previous segment is renamed into place before the next one is named.
             self.close()?;
             let path = self.free_name(name);
+            if self.reclaim {
+                destination::reclaim(&path)?;
+            }
             self.dest = Some(destination::create(&path, self.force)?);
             self.produced.push(path);
             self.segment_end_ms = Some(end);

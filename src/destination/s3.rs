@@ -461,22 +461,17 @@ fn exists_with(client: &Client, url: &S3Url) -> io::Result<bool> {
     }
 }
 
-/// What became of the upload a killed run recorded: aborted now (its fragments are to be written
-/// again), or completed by that run before it was killed (the object is final).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leftover {
-    Aborted,
-    Completed,
-}
-
-/// Aborts the upload `upload` of `path` that a killed run left, and any other unfinished upload
-/// of the same key (one started just before a kill, before the state could name it): the run
-/// calling this holds the state, so no other run is writing that key. `Completed` when the
-/// object was completed with this upload.
-pub fn take_over(path: &Path, upload: Option<&Upload>) -> io::Result<Leftover> {
+/// Aborts every unfinished upload of `path`'s key, as a run holding the state does with what a
+/// run killed before its state named the file left (see
+/// [`crate::writer::Writer::reclaim_leftovers`]).
+pub fn reclaim(path: &Path) -> io::Result<()> {
     let url =
         s3::parse(path).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not s3://"))?;
-    let client = s3::client(&url.bucket)?;
+    abort_unfinished(&s3::client(&url.bucket)?, &url).map(drop)
+}
+
+/// Aborts the unfinished uploads of `url`'s key; their ids.
+fn abort_unfinished(client: &Client, url: &S3Url) -> io::Result<Vec<String>> {
     let listed = s3::block(
         client
             .list_multipart_uploads()
@@ -485,7 +480,7 @@ pub fn take_over(path: &Path, upload: Option<&Upload>) -> io::Result<Leftover> {
             .send(),
     )
     .map_err(|e| s3::io_error(&format!("listing the uploads of {url}"), e))?;
-    let mut aborted_recorded = false;
+    let mut aborted = Vec::new();
     for u in listed.uploads() {
         let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
             continue;
@@ -504,8 +499,29 @@ pub fn take_over(path: &Path, upload: Option<&Upload>) -> io::Result<Leftover> {
             Err(e) => return Err(s3::io_error(&format!("aborting the upload of {url}"), e)),
         }
         tracing::debug!(object = %url, upload = id, "aborted a killed run's upload");
-        aborted_recorded |= upload.is_some_and(|r| r.id == id);
+        aborted.push(id.to_owned());
     }
+    Ok(aborted)
+}
+
+/// What became of the upload a killed run recorded: aborted now (its fragments are to be written
+/// again), or completed by that run before it was killed (the object is final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    Aborted,
+    Completed,
+}
+
+/// Aborts the upload `upload` of `path` that a killed run left, and any other unfinished upload
+/// of the same key (one started just before a kill, before the state could name it): the run
+/// calling this holds the state, so no other run is writing that key. `Completed` when the
+/// object was completed with this upload.
+pub fn take_over(path: &Path, upload: Option<&Upload>) -> io::Result<Leftover> {
+    let url =
+        s3::parse(path).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not s3://"))?;
+    let client = s3::client(&url.bucket)?;
+    let aborted = abort_unfinished(&client, &url)?;
+    let aborted_recorded = upload.is_some_and(|r| aborted.contains(&r.id));
     let Some(upload) = upload else {
         return Ok(Leftover::Aborted);
     };

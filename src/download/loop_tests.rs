@@ -1037,7 +1037,7 @@ async fn a_leftover_part_no_state_names_is_taken_back() {
     let part = crate::destination::part_path(&first);
     std::fs::write(&part, b"what a killed run left").unwrap();
     let mut writer = raw_segments(dir.path(), ms(60_000));
-    writer.reclaim_leftovers();
+    writer.reclaim_leftovers().unwrap();
     let result = run_body(&cfg, writer, &f, None).await;
     assert_eq!(result.unwrap(), Stopped::CaughtUp);
     let mut left: Vec<_> = std::fs::read_dir(dir.path())

@@ -3,7 +3,11 @@
 //! folder, or a conditional PUT to S3): milliseconds in which a fleet's other streams, sharing
 //! the download's thread, would wait. Here a thread of the run's own does that work while the
 //! download goes on. Only the newest state waiting is saved: it covers the older ones, so a
-//! slow disk or store makes saves rarer, never the download slower.
+//! slow disk or store makes saves rarer, never the download slower. And a state is saved at most
+//! every [`SAVE_EVERY`]: each save costs the output's fsync and the state's three filesystem
+//! steps, most of a fleet's CPU when it is done per fragment, while a state a few seconds old
+//! only means that after a crash the next run writes those seconds again (over the unrecorded
+//! end of the `.part`, so still once).
 //!
 //! One rule keeps "every fragment once" across crashes: a file takes its final name only
 //! after the state through its last fragment is saved ([`Barrier`]); a state that lags behind
@@ -14,9 +18,14 @@ use std::fs::File;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::{State, Store};
 use crate::error::Error;
+
+/// A run's first state is saved at once; the next ones at most this often, unless a file is
+/// about to be finished or the run to end (see [`Barrier`]).
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// See the module docs.
 pub struct Saver {
@@ -42,17 +51,23 @@ struct Queue {
     failed: Option<Error>,
     /// The run is over: the thread ends once the queue is empty.
     closing: bool,
+    /// Callers waiting for the queue to empty: the newest state is saved now.
+    waiting: usize,
 }
 
 impl Saver {
     /// Starts saving to `store` on a thread of its own.
     pub fn start(store: Store) -> Result<Saver, Error> {
+        Saver::every(store, SAVE_EVERY)
+    }
+
+    fn every(store: Store, every: Duration) -> Result<Saver, Error> {
         let shared = Arc::new(Shared::default());
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("state".into())
             .stack_size(256 << 10)
-            .spawn(move || work(store, &worker))
+            .spawn(move || work(store, &worker, every))
             .map_err(|e| Error::io("starting the state's thread", e))?;
         Ok(Saver {
             shared,
@@ -121,26 +136,42 @@ impl Shared {
     }
 
     fn wait_idle(&self) -> std::sync::MutexGuard<'_, Queue> {
-        let queue = self.lock();
-        self.changed
+        let mut queue = self.lock();
+        queue.waiting += 1;
+        self.changed.notify_all();
+        let mut queue = self
+            .changed
             .wait_while(queue, |q| !q.stopped && (q.busy || q.newest.is_some()))
-            .expect("not poisoned")
+            .expect("not poisoned");
+        queue.waiting -= 1;
+        queue
     }
 }
 
-fn work(mut store: Store, shared: &Shared) {
+fn work(mut store: Store, shared: &Shared, every: Duration) {
+    let mut saved_at: Option<Instant> = None;
     loop {
         let (state, durable) = {
-            let queue = shared.lock();
-            let mut queue = shared
-                .changed
-                .wait_while(queue, |q| q.newest.is_none() && !q.closing)
-                .expect("not poisoned");
-            let Some(job) = queue.newest.take() else {
-                return;
-            };
+            let mut queue = shared.lock();
+            loop {
+                let due = saved_at.map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()));
+                match &queue.newest {
+                    None if queue.closing => return,
+                    Some(_) if due.is_zero() || queue.waiting > 0 || queue.closing => break,
+                    // Nothing to save: sleep until something is queued.
+                    None => queue = shared.changed.wait(queue).expect("not poisoned"),
+                    Some(_) => {
+                        queue = shared
+                            .changed
+                            .wait_timeout(queue, due)
+                            .expect("not poisoned")
+                            .0
+                    }
+                }
+            }
             queue.busy = true;
-            job
+            saved_at = Some(Instant::now());
+            queue.newest.take().expect("checked")
         };
         let saved = store.save(&state, durable);
         let mut queue = shared.lock();
@@ -203,6 +234,32 @@ mod tests {
         saver.save(state(51), None).unwrap();
         saver.flush().unwrap();
         assert_eq!(super::super::load(&path).unwrap(), Some(state(51)));
+    }
+
+    #[test]
+    fn the_first_state_is_saved_at_once_and_the_next_when_due_or_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let mut saver = Saver::every(open(&path), Duration::from_secs(3600)).unwrap();
+        saver.save(state(1), None).unwrap();
+        // The first is due at once: the thread saves it with no one waiting.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "the first state was never saved");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        saver.save(state(2), None).unwrap();
+        saver.save(state(3), None).unwrap();
+        let queued = saver
+            .shared
+            .lock()
+            .newest
+            .as_ref()
+            .map(|(s, _)| s.last.clone());
+        assert_eq!(queued, Some(state(3).last), "not due for an hour: waiting");
+        assert_eq!(super::super::load(&path).unwrap(), Some(state(1)));
+        saver.barrier().wait().unwrap();
+        assert_eq!(super::super::load(&path).unwrap(), Some(state(3)));
     }
 
     #[test]

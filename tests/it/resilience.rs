@@ -428,8 +428,10 @@ fn after_kill_9_the_next_run_finishes_the_part_file_then_continues() {
         "-o",
         "seg-{fragment}.mkv",
     ];
+    // The state is saved after the first fragment, then at most every 5 s: it may record fewer
+    // fragments than the .part holds, and the next run keeps only those.
     let recorded = kill_9_after(&w, &args, 4, &all);
-    assert!(recorded >= 3);
+    assert!(recorded >= 1);
     let first = w.path(&format!("seg-{}.mkv", all[0]));
     assert!(!first.exists(), "killed: nothing finished");
     assert!(w.path(&format!("seg-{}.mkv.part", all[0])).exists());
