@@ -825,3 +825,71 @@ fn content_type(key: &str) -> &'static str {
         _ => "application/octet-stream",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body;
+
+    fn poll(body: &mut PartBody) -> Poll<Option<io::Result<Bytes>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(body)
+            .poll_frame(&mut cx)
+            .map(|f| f.map(|r| r.map(|frame| frame.into_data().expect("data"))))
+    }
+
+    fn body(feed: &Arc<Feed>) -> PartBody {
+        PartBody {
+            feed: feed.clone(),
+            size: feed.size(),
+            next: 0,
+            sent: 0,
+        }
+    }
+
+    #[test]
+    fn a_part_body_streams_committed_bytes_and_every_attempt_starts_over() {
+        let feed = Feed::new();
+        let mut first = body(&feed);
+        assert_eq!(first.size_hint().exact(), Some(PART_SIZE as u64));
+        assert!(poll(&mut first).is_pending(), "nothing committed yet");
+        feed.push(Bytes::from(vec![1; PART_SIZE - 10]));
+        assert!(matches!(poll(&mut first), Poll::Ready(Some(Ok(b))) if b.len() == PART_SIZE - 10));
+        assert!(poll(&mut first).is_pending(), "waits for the rest");
+        assert_eq!(feed.room(), 10);
+        feed.push(Bytes::from_static(&[2; 10]));
+        assert!(feed.whole());
+        // A retry reads the part again from its first byte.
+        let mut retry = body(&feed);
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(Ok(b))) = poll(&mut retry) {
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got.len(), PART_SIZE);
+        assert_eq!(&got[PART_SIZE - 11..], &[1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+        assert!(matches!(poll(&mut retry), Poll::Ready(None)));
+        assert!(retry.is_end_stream());
+    }
+
+    #[test]
+    fn a_part_that_ends_short_fails_its_attempt_and_announces_its_true_length() {
+        let feed = Feed::new();
+        let mut attempt = body(&feed);
+        feed.push(Bytes::from_static(b"tail"));
+        assert!(matches!(poll(&mut attempt), Poll::Ready(Some(Ok(_)))));
+        feed.end();
+        assert!(matches!(poll(&mut attempt), Poll::Ready(Some(Err(_)))));
+        assert_eq!((feed.size(), feed.room()), (4, 0));
+        let mut again = body(&feed);
+        assert!(matches!(poll(&mut again), Poll::Ready(Some(Ok(b))) if &b[..] == b"tail"));
+        assert!(matches!(poll(&mut again), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn an_abandoned_part_fails_its_body() {
+        let feed = Feed::new();
+        let mut attempt = body(&feed);
+        feed.abandon();
+        assert!(matches!(poll(&mut attempt), Poll::Ready(Some(Err(_)))));
+    }
+}
