@@ -10,6 +10,8 @@
 # alike. /usr/bin/time gives wall time, CPU (user + sys) and peak RSS; the table shows medians.
 # Then peak memory: one MEMORY_GIGABYTES pull, and a stream of 40 MB fragments (the service's
 # limit is 50 MB) to a file and to a pipe.
+# Then the S3 rows (bench/s3.sh): the same GIGABYTES to SeaweedFS on loopback against a local
+# file, with the ceiling of that server (a curl PUT, aws s3 cp); KVS_BENCH_S3=0 skips them.
 # Last, the fleet rows (bench/fleet.sh): one process following 100 live streams, and catching up
 # 40 archived ones. KVS_BENCH_FLEET holds fleet.sh's arguments (default "60": 60 s of media per
 # live stream, its other defaults); KVS_BENCH_FLEET=0 skips it. A fleet target missed makes
@@ -159,9 +161,14 @@ for line in open(sys.argv[1].replace("results.txt", "memory.txt")):
     print(f"| {name} | {float(wall):.2f} | {int(rss) / 1024:.1f} |")
 EOF
 
+kill $emu_memory 2>/dev/null || true
+if [[ ${KVS_BENCH_S3-1} != 0 ]]; then
+    echo
+    bench/s3.sh "$GB" mkv
+fi
+
 fleet=${KVS_BENCH_FLEET-60}
 if [[ $fleet != 0 ]]; then
-    kill $emu_memory 2>/dev/null || true
     echo
     # Word splitting is wanted: the variable holds the arguments.
     # shellcheck disable=SC2086
