@@ -58,6 +58,14 @@ const MAX_PARTS: i32 = 10_000;
 /// A part whose body waited this long for bytes is dropped and sent again once it is full.
 const STALL: Duration = Duration::from_secs(10);
 
+/// [`STALL`], or `KVS_DL_S3_STALL_MS` (a test knob: the tests cannot wait 10 s for a stall).
+fn stall() -> Duration {
+    std::env::var("KVS_DL_S3_STALL_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(STALL, Duration::from_millis)
+}
+
 /// Written bytes are copied once, into blocks of this size that start at its multiples (so a
 /// part, a multiple of it, holds slices of its own blocks only). A block is reused once the
 /// parts holding its bytes are done: the allocator sees no churn of large buffers.
@@ -565,7 +573,7 @@ async fn upload_part(
                         .build();
                     return Ok((part, size as u64));
                 }
-                woke = tokio::time::timeout(STALL, feed.changed.notified()) => {
+                woke = tokio::time::timeout(stall(), feed.changed.notified()) => {
                     if feed.size() != size {
                         tracing::debug!(object = %url, part = number, "part ended short; sent again");
                         break;

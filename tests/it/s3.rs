@@ -716,3 +716,35 @@ fn s3_throttling_is_retried_with_backoff_and_the_object_is_whole() {
     );
     assert_eq!(s3.uploads(&key), Vec::<String>::new());
 }
+
+/// A part whose download idles (here 100 ms, `KVS_DL_S3_STALL_MS`; 10 s by default, before S3
+/// would drop the idle request body) is dropped and sent again once it is full: a slow stream
+/// still makes a whole object, the same bytes as a local file.
+#[test]
+fn parts_of_a_slow_stream_are_sent_again_after_a_stall_and_the_object_is_whole() {
+    let Some(s3) = weed() else { return };
+    // 14 fragments of 1 MB at 4 MB/s: a commit every 250 ms, each part idle in between.
+    let w = World::new(vec![Stream {
+        bandwidth: Some(4_000_000),
+        ..big(14, 1_000_000)
+    }]);
+    let key = format!("{}/cam.mkv", prefix("stall"));
+    let out = run(kvs_dl(&w, s3)
+        .env("KVS_DL_S3_STALL_MS", "100")
+        .args(["-v"])
+        .args(WHOLE_ARCHIVE)
+        .args(["-o", &format!("s3://{BUCKET}/{key}")]));
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("part stalled; sent again when full"),
+        "{}",
+        stderr(&out)
+    );
+    let local = run(w.kvs_dl().args(WHOLE_ARCHIVE).args(["-o", "local.mkv"]));
+    assert_exit(&local, 0);
+    assert!(
+        s3.get(&key) == std::fs::read(w.path("local.mkv")).unwrap(),
+        "the object is the local file's bytes"
+    );
+    assert_eq!(s3.uploads(&key), Vec::<String>::new());
+}
