@@ -6,6 +6,7 @@ pub mod chunk;
 pub mod ebml;
 pub mod parser;
 pub mod span;
+pub mod timeline;
 pub mod tracks;
 pub mod writer;
 

@@ -19,6 +19,7 @@ use crate::chunk::Chunk;
 use crate::ebml::{self, id};
 use crate::parser::{Block, Event, Fragment, Millis, Parser};
 use crate::span::Span;
+use crate::timeline::{self, Placement};
 use crate::tracks::{self, Track};
 
 /// Nanoseconds between the Unix epoch and Matroska's DateUTC origin, 2001-01-01T00:00:00Z.
@@ -240,16 +241,13 @@ impl Muxer {
             self.primary = tracks::primary(&self.tracks).unwrap_or(1);
             self.write_headers(fragment, tracks_element);
         }
-        let first_ms = self
-            .committed
-            .first
-            .as_ref()
-            .map_or(fragment.producer_ms, |f| f.producer_ms);
-        let wanted = self.ms_to_ticks(fragment.producer_ms - first_ms);
-        let (start_ticks, moved) = match self.committed.last_block_ticks {
-            Some(last) if wanted <= last => (self.committed.end_ticks, true),
-            _ => (wanted.max(0), false),
-        };
+        let Placement { start_ticks, moved } = timeline::place(
+            fragment.producer_ms,
+            self.committed.first.as_ref().map(|f| f.producer_ms),
+            self.scale,
+            self.committed.last_block_ticks,
+            self.committed.end_ticks,
+        );
         self.current = Some(Current {
             start_ticks,
             moved,
@@ -438,10 +436,6 @@ impl Muxer {
     /// Bytes produced so far (taken or pending).
     fn position(&self) -> u64 {
         self.written + self.out.len() as u64
-    }
-
-    fn ms_to_ticks(&self, ms: Millis) -> i64 {
-        (i128::from(ms) * 1_000_000 / i128::from(self.scale)) as i64
     }
 
     fn patch(&mut self, offset: u64, bytes: Vec<u8>) {

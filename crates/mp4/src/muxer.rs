@@ -2,6 +2,7 @@
 
 use mkv::ebml;
 use mkv::span::Span;
+use mkv::timeline::{self, Placement};
 use mkv::tracks::{self, Track};
 use mkv::{Chunk, Event, Fragment, Millis, Patch};
 
@@ -310,16 +311,13 @@ impl Muxer {
             self.committed.marks = self.states.iter().map(|s| s.tables.mark()).collect();
             self.write_init(fragment, tracks_element);
         }
-        let first_ms = self
-            .committed
-            .first
-            .as_ref()
-            .map_or(fragment.producer_ms, |f| f.producer_ms);
-        let wanted = self.ms_to_ticks(fragment.producer_ms.saturating_sub(first_ms));
-        let (start_ticks, moved) = match self.committed.last_block_ticks {
-            Some(last) if wanted <= last => (self.committed.end_ticks, true),
-            _ => (wanted.max(0), false),
-        };
+        let Placement { start_ticks, moved } = timeline::place(
+            fragment.producer_ms,
+            self.committed.first.as_ref().map(|f| f.producer_ms),
+            self.scale,
+            self.committed.last_block_ticks,
+            self.committed.end_ticks,
+        );
         self.current = Some(Current {
             start_ticks,
             moved,
@@ -767,11 +765,6 @@ impl Muxer {
 
     pub(crate) fn position(&self) -> u64 {
         self.written + self.out.len() as u64
-    }
-
-    fn ms_to_ticks(&self, ms: Millis) -> i64 {
-        (i128::from(ms) * 1_000_000 / i128::from(self.scale))
-            .clamp(i128::from(i64::MIN / 4), i128::from(i64::MAX / 4)) as i64
     }
 
     fn patch(&mut self, offset: u64, bytes: Vec<u8>) {
