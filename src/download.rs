@@ -148,8 +148,11 @@ enum Consumed {
     Stop(Stopped),
     /// The service sent an error in-band: the fragment in progress is dropped.
     Retry(String),
-    /// What was read could not be parsed, and the chunk is to be dropped.
-    Unreadable,
+    /// What came next could not be parsed (reported as a gap), after this many fragments:
+    /// a body reads on at its next chunk, a spooled chunk is dropped.
+    Unreadable {
+        fragments: u64,
+    },
 }
 
 /// Routes the raw body bytes to the writer, so that a format that copies bytes sees exactly
@@ -473,7 +476,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
             } else {
                 parser.push(data);
             }
-            match self.consume(&mut parser, &mut cursor, data, data_at, false)? {
+            match self.consume(&mut parser, &mut cursor, data, data_at)? {
                 Consumed::Read { .. } if ended => return Ok(None),
                 Consumed::Read { .. } => {}
                 Consumed::Stop(stop) => return Ok(Some(stop)),
@@ -481,7 +484,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
                     tracing::debug!(%reason, "a spooled chunk held an error");
                     return Ok(None);
                 }
-                Consumed::Unreadable => return Ok(None),
+                Consumed::Unreadable { .. } => return Ok(None),
             }
         }
     }
@@ -778,26 +781,34 @@ impl<'a, S: MediaSource> Download<'a, S> {
             parser.push(&chunk);
             let chunk_at = offset;
             offset += chunk.len() as u64;
-            match self.consume(&mut parser, &mut cursor, &chunk, chunk_at, true)? {
-                Consumed::Read { fragments } => new_fragments += fragments,
-                Consumed::Stop(stop) => return Ok(SessionEnd::Stop(stop)),
-                Consumed::Retry(reason) => return Ok(SessionEnd::Retry(reason)),
-                Consumed::Unreadable => unreachable!("a body resyncs"),
+            loop {
+                match self.consume(&mut parser, &mut cursor, &chunk, chunk_at)? {
+                    Consumed::Read { fragments } => {
+                        new_fragments += fragments;
+                        break;
+                    }
+                    Consumed::Unreadable { fragments } => {
+                        new_fragments += fragments;
+                        // One bad fragment does not end the body: read on at the next chunk.
+                        parser.resync();
+                    }
+                    Consumed::Stop(stop) => return Ok(SessionEnd::Stop(stop)),
+                    Consumed::Retry(reason) => return Ok(SessionEnd::Retry(reason)),
+                }
             }
         }
     }
 
     /// Handles every event `parser` has for `data` (pushed at `data_at`, the bytes of a body or
     /// of a spooled chunk), then routes what the events left of `data` and carries what the
-    /// parser has not consumed. What cannot be read is reported as a gap; with `resync`,
-    /// reading goes on at the next chunk (a body), else the caller drops the chunk.
+    /// parser has not consumed. What cannot be read is reported as a gap and returned: the
+    /// caller resyncs the parser and calls again (a body), or drops the chunk.
     fn consume(
         &mut self,
         parser: &mut Parser,
         cursor: &mut Cursor,
         data: &[u8],
         data_at: u64,
-        resync: bool,
     ) -> Result<Consumed, Error> {
         let mut fragments = 0;
         loop {
@@ -806,11 +817,7 @@ impl<'a, S: MediaSource> Download<'a, S> {
                 Ok(None) => break,
                 Err(e) if !self.cfg.strict => {
                     self.unreadable_chunk(e)?;
-                    if !resync {
-                        return Ok(Consumed::Unreadable);
-                    }
-                    parser.resync();
-                    continue;
+                    return Ok(Consumed::Unreadable { fragments });
                 }
                 Err(e) => return Err(e.into()),
             };
